@@ -1,0 +1,3 @@
+"""egresswatch agent: capture -> decode -> flows/reassembly -> apps -> classify -> geo -> export."""
+
+__version__ = "0.1.0"

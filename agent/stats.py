@@ -1,0 +1,34 @@
+"""Run-wide counters: plain ints and one Counter of named anomalies.
+
+Anomaly names are dotted, like Zeek's weirds: `decode.ipv4_bad_ihl`, `tcp.overlap_conflict`,
+`limit.reasm_memcap`. Nothing here locks or allocates per packet beyond a dict increment;
+exporters read these at scrape/summary time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Stats:
+    packets: int = 0            # frames read from the capture source
+    bytes: int = 0              # captured bytes of those frames
+    decoded: int = 0            # frames that reached the flow table
+    flows: int = 0              # flows created
+    flow_events: int = 0        # flow events emitted (boundary-crossing flows only)
+    first_ts_us: int = 0
+    last_ts_us: int = 0
+    anomalies: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Stats) -> None:
+        self.packets += other.packets
+        self.bytes += other.bytes
+        self.decoded += other.decoded
+        self.flows += other.flows
+        self.flow_events += other.flow_events
+        if other.first_ts_us and (not self.first_ts_us or other.first_ts_us < self.first_ts_us):
+            self.first_ts_us = other.first_ts_us
+        self.last_ts_us = max(self.last_ts_us, other.last_ts_us)
+        self.anomalies.update(other.anomalies)
