@@ -1,0 +1,114 @@
+"""Command line: `egresswatch replay ...` (more subcommands arrive with later stages).
+
+Exit status: 0 success (also when a capture was damaged part-way: the events up to the damage
+are complete, and stderr says where it stopped); 2 for a usage problem (missing file, not a
+capture, bad CIDR, bad config), always as one line `egresswatch: error: ...`; 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.config import environment, load
+from agent.errors import UsageError
+from agent.stats import Stats
+
+_EPILOG_REPLAY = """\
+examples:
+  egresswatch replay capture.pcap                     # EVE flow events to stdout
+  egresswatch replay a.pcapng b.pcap.gz --eve out.json --internal 10.0.0.0/8,2001:db8::/32
+output: one EVE JSON line per flow that crosses the inside/outside boundary, when the flow ends.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as our one-line error, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="egresswatch",
+        description="Network egress monitor for cross-border data flow governance: "
+                    "reports flows (and, later, personal data) leaving your network.",
+    )
+    parser.add_argument("--version", action="version", version=f"egresswatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    replay = sub.add_parser(
+        "replay", help="replay pcap/pcapng captures (also gzip-compressed) and write EVE events",
+        description="Replay capture files through the full pipeline and write EVE JSON events. "
+                    "Several files are processed in order as one continuous capture.",
+        epilog=_EPILOG_REPLAY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    replay.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture file(s); format detected by content")
+    replay.add_argument("--eve", metavar="OUT", help="EVE output file, or - for stdout (default: -; env EGRESSWATCH_EVE)")
+    replay.add_argument("--internal", metavar="CIDR,...",
+                        help="inside networks (default: RFC 1918, 100.64/10, fc00::/7, link-local; "
+                             "env EGRESSWATCH_INTERNAL)")
+    replay.add_argument("--geoip-db", metavar="MMDB", help="MaxMind DB for destination countries (env EGRESSWATCH_GEOIP_DB)")
+    replay.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
+    replay.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
+                                                         "see deploy/egresswatch.toml")
+    replay.add_argument("--progress", choices=("auto", "always", "never"),
+                        help="progress bar on stderr (default: auto = when stderr is a terminal)")
+    replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        if args.command == "replay":
+            return _replay(args)
+        raise UsageError(f"unknown command {args.command}")
+    except UsageError as exc:
+        print(f"egresswatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("egresswatch: interrupted", file=sys.stderr)
+        return 130
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from agent.exporters.eve import EveWriter
+    from agent.pipeline import Pipeline, open_captures
+    from agent.report import Progress, summary_line
+
+    config = load(args.config, environment(), {
+        "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
+        "home": args.home, "progress": args.progress,
+    })
+    if config.geoip_db is not None:
+        try:
+            open(config.geoip_db, "rb").close()
+        except OSError as exc:
+            raise UsageError(f"cannot read GeoIP database {config.geoip_db}: {exc.strerror}") from None
+    captures = open_captures(args.pcaps)
+    writer = EveWriter(config.eve)
+    stats = Stats()
+    pipeline = Pipeline(config, [writer], stats)
+    show = config.progress == "always" or (config.progress == "auto" and sys.stderr.isatty())
+    progress = Progress(sys.stderr) if show else None
+    try:
+        result = pipeline.replay(captures, progress.update if progress else None)
+    finally:
+        if progress is not None:
+            progress.clear()
+        writer.close()
+    for line in result.damaged:
+        print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
+    if not args.quiet:
+        print(summary_line(result), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

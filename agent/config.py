@@ -1,0 +1,137 @@
+"""Configuration: defaults, then one TOML file, then environment, then command line.
+
+Everything is validated once here and passed down as frozen dataclasses; no module reads
+the environment or a global. Every option, its unit and its default is documented in
+`deploy/egresswatch.toml`; `egresswatch config --defaults` prints the effective values.
+
+Environment overrides (for containers): EGRESSWATCH_CONFIG, EGRESSWATCH_INTERNAL,
+EGRESSWATCH_EVE, EGRESSWATCH_GEOIP_DB, EGRESSWATCH_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from agent.errors import UsageError
+from agent.flows import FlowLimits
+from geo.networks import DEFAULT_INTERNAL, parse_cidrs
+
+
+@dataclass(frozen=True, slots=True)
+class DefragLimits:
+    max_trackers: int = 8192            # incomplete datagrams held at once
+    memcap_bytes: int = 32 << 20        # bytes held across them
+    timeout_us: int = 30_000_000        # an incomplete datagram is dropped after this
+    max_fragments: int = 256            # fragments per datagram
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    internal: tuple[str, ...] = DEFAULT_INTERNAL
+    eve: str = "-"
+    geoip_db: str | None = None
+    home: tuple[str, ...] = ("CN",)
+    progress: str = "auto"              # auto (when stderr is a terminal) | always | never
+    flows: FlowLimits = field(default_factory=FlowLimits)
+    defrag: DefragLimits = field(default_factory=DefragLimits)
+
+
+# TOML keys in [flows] and [defrag] that are durations: given in seconds, stored in µs.
+_SECONDS_SUFFIX = "_timeout"
+_ENV = {
+    "EGRESSWATCH_INTERNAL": "internal",
+    "EGRESSWATCH_EVE": "eve",
+    "EGRESSWATCH_GEOIP_DB": "geoip_db",
+    "EGRESSWATCH_HOME": "home",
+}
+
+
+def parse_home(text: str | list[str]) -> tuple[str, ...]:
+    items = [c.strip().upper() for c in (text.split(",") if isinstance(text, str) else text) if c.strip()]
+    if not items or any(len(c) != 2 or not c.isalpha() for c in items):
+        raise UsageError(f"--home wants ISO 3166 two-letter country codes like CN or DE,FR; got {text!r}")
+    return tuple(items)
+
+
+def _limits_from(section: Mapping[str, Any], cls: type, where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in section.items():
+        name = key + "_us" if key.endswith(_SECONDS_SUFFIX) else key
+        if name not in known:
+            raise UsageError(f"unknown option [{where}] {key} (known: {', '.join(sorted(_toml_names(cls)))})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UsageError(f"[{where}] {key} must be a non-negative number, got {value!r}")
+        values[name] = int(value * 1_000_000) if name.endswith("_us") else int(value)
+    return cls(**values)
+
+
+def _toml_names(cls: type) -> list[str]:
+    return [f.name[:-3] if f.name.endswith("_us") else f.name for f in fields(cls)]
+
+
+def load(path: str | None, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Config:
+    """Build the Config: file (if any) < environment < command-line overrides (non-None only)."""
+    config = Config()
+    path = path or env.get("EGRESSWATCH_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise UsageError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+        config = _apply_file(config, data, path)
+    for var, name in _ENV.items():
+        if env.get(var):
+            config = _set(config, name, env[var])
+    for name, value in overrides.items():
+        if value is not None:
+            config = _set(config, name, value)
+    return config
+
+
+def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
+    for key, value in data.items():
+        if key == "flows":
+            config = replace(config, flows=_limits_from(_table(value, key, path), FlowLimits, key))
+        elif key == "defrag":
+            config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
+        elif key in ("internal", "eve", "geoip_db", "home", "progress"):
+            config = _set(config, key, value)
+        else:
+            raise UsageError(f"unknown option {key!r} in config file {path}")
+    return config
+
+
+def _table(value: Any, key: str, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise UsageError(f"[{key}] in {path} must be a table")
+    return value
+
+
+def _set(config: Config, name: str, value: Any) -> Config:
+    if name == "internal":
+        return replace(config, internal=parse_cidrs(value))
+    if name == "home":
+        return replace(config, home=parse_home(value))
+    if name == "progress":
+        if value not in ("auto", "always", "never"):
+            raise UsageError(f"progress must be auto, always or never; got {value!r}")
+        return replace(config, progress=value)
+    if name in ("eve", "geoip_db"):
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{name} must be a path")
+        return replace(config, **{name: value})
+    raise UsageError(f"unknown option {name!r}")
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ
