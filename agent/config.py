@@ -40,8 +40,6 @@ class Config:
     defrag: DefragLimits = field(default_factory=DefragLimits)
 
 
-# TOML keys in [flows] and [defrag] that are durations: given in seconds, stored in µs.
-_SECONDS_SUFFIX = "_timeout"
 _ENV = {
     "EGRESSWATCH_INTERNAL": "internal",
     "EGRESSWATCH_EVE": "eve",
@@ -61,7 +59,7 @@ def _limits_from(section: Mapping[str, Any], cls: type, where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in section.items():
-        name = key + "_us" if key.endswith(_SECONDS_SUFFIX) else key
+        name = key + "_us" if key + "_us" in known else key      # durations: seconds in TOML
         if name not in known:
             raise UsageError(f"unknown option [{where}] {key} (known: {', '.join(sorted(_toml_names(cls)))})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

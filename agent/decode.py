@@ -316,8 +316,11 @@ class Decoder:
             return None
         truncated = False
         if total < hlen:
-            if total == 0 and avail > 0xFFFF:
-                total = avail                     # TSO / BIG TCP super-segment: length lives elsewhere
+            if total == 0:
+                # TSO/GSO super-segment captured before segmentation (or BIG TCP): the stack
+                # leaves the length 0 and the frame itself is the packet.
+                self.anomalies["decode.ipv4_zero_total_len"] += 1
+                total = avail
             else:
                 self.anomalies["decode.ipv4_bad_total_len"] += 1
                 return None

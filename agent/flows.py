@@ -13,8 +13,9 @@ Flow ends (Suricata's vocabulary for `flow.reason`):
 - `forced`: evicted because the table is full (least recently active first) or a new SYN
   reused the 5-tuple of a closed connection;
 - `shutdown`: end of input.
-Reassembly is flushed when a direction sends FIN or the flow gets a RST, and again when the
-flow ends, so no captured byte is lost at any end.
+Queued reassembly data is flushed (around holes, with explicit gaps) when the flow gets a RST
+and when the flow ends, so no captured byte is lost at any end. Data after a FIN or RST is still
+delivered (and counted): forged teardown packets are a classic way to blind a monitor.
 
 The table keeps each flow under both orientations of its key so that one dict lookup per
 packet yields the flow and the packet's direction.
@@ -208,9 +209,11 @@ class FlowTable:
                 stream.segment(pkt.seq, pkt.payload, bool(flags & TCP_FIN), bool(flags & TCP_URG),
                                pkt.truncated, bool(flags & TCP_SYN))
         if flags & TCP_RST:
+            # Flush, don't end: a forged RST (an evasion classic) must not stop inspection of
+            # data that still follows; the flow ends by its (short) closed timeout.
             if streams is not None:
-                streams[0].finish()
-                streams[1].finish()
+                streams[0].flush()
+                streams[1].flush()
             flow.state = STATE_CLOSED
         elif flags & TCP_FIN:
             flow.fins |= 1 << direction

@@ -74,7 +74,7 @@ class TcpStream:
         self.last_offset = 0
         self.fin_offset = -1
         self.ended = False
-        self.stopped = False               # depth reached or stream ended: ignore further data
+        self.stopped = False               # depth reached or flow ended: ignore further data
 
     def syn(self, seq: int) -> None:
         """A SYN from this direction fixes the initial sequence number."""
@@ -104,6 +104,9 @@ class TcpStream:
             return
         if fin and self.fin_offset < 0:
             self.fin_offset = self.offset + rel + n
+        elif n and 0 <= self.fin_offset < self.offset + rel + n:
+            # Kept, not dropped: a forged FIN must not blind us to what follows it.
+            self.anomalies["tcp.data_after_fin"] += 1
         if n:
             if rel == 0 and not self.queue:
                 self._deliver(payload)
@@ -114,18 +117,20 @@ class TcpStream:
             if truncated:
                 # The capture lost the tail of this segment; mark the hole explicitly when we reach it.
                 self.anomalies["tcp.truncated_segment"] += 1
-        if self.fin_offset >= 0 and self.offset >= self.fin_offset and not self.queue:
-            self.finish()
 
-    def finish(self) -> None:
-        """End of this direction (FIN reached, RST, timeout, end of input): flush around holes."""
-        if self.ended:
-            return
+    def flush(self) -> None:
+        """Deliver everything queued, with explicit gaps for the holes (RST, queue limits)."""
         while self.queue and not self.stopped:
             first = min(self.queue)
             if first > self.offset:
                 self._gap(first - self.offset)
             self._drain()
+
+    def finish(self) -> None:
+        """End of this direction when its flow ends: flush around holes, then tell the consumer."""
+        if self.ended:
+            return
+        self.flush()
         self._release_queue()
         self.ended = True
         self.stopped = True
@@ -212,12 +217,7 @@ class TcpStream:
         self._drain()
         if self.queue and (self.queued > self.max_queued or budget.used > budget.memcap):
             self.anomalies["limit.reasm_stream" if self.queued > self.max_queued else "limit.reasm_memcap"] += 1
-            # Give up waiting for the hole: deliver what we hold, with explicit gaps.
-            while self.queue and not self.stopped:
-                first = min(self.queue)
-                if first > self.offset:
-                    self._gap(first - self.offset)
-                self._drain()
+            self.flush()       # give up waiting for the hole
 
     def _drain(self) -> None:
         queue = self.queue

@@ -1,0 +1,110 @@
+"""Replay throughput, stage by stage, on one capture (one core).
+
+    python -m benchmarks.bench_replay CAPTURE [--repeat N]
+
+Stages measured on the same file in one run, each a full pass:
+  read          capture reader only (mmap + record headers)
+  decode        read + decode to Packet
+  flows         read + decode + flow-table lookup/update (no reassembly) — the issue-2 hot path
+  pipeline      the full `egresswatch replay` pipeline, EVE to /dev/null
+Prints Mbit/s (of captured bytes) and packets/s per stage; the best of N repeats.
+Generate a capture with `python -m benchmarks.gen_capture /tmp/bench.pcap --size 300M`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from agent.capture.pcapfile import CaptureFile
+from agent.config import Config
+from agent.decode import Decoder
+from agent.defrag import Defragmenter
+from agent.exporters.eve import EveWriter
+from agent.flows import FlowLimits, FlowTable
+from agent.pipeline import Pipeline
+from agent.stats import Stats
+
+
+def stage_read(path: str) -> tuple[int, int]:
+    packets = nbytes = 0
+    with CaptureFile(path) as capture:
+        for _ts, _lt, data in capture.frames():
+            packets += 1
+            nbytes += len(data)
+    return packets, nbytes
+
+
+def stage_decode(path: str) -> tuple[int, int]:
+    anomalies: Counter[str] = Counter()
+    decode = Decoder(anomalies, Defragmenter(anomalies)).decode
+    packets = nbytes = 0
+    with CaptureFile(path) as capture:
+        for ts, lt, data in capture.frames():
+            packets += 1
+            nbytes += len(data)
+            decode(ts, lt, data)
+    return packets, nbytes
+
+
+def stage_flows(path: str) -> tuple[int, int]:
+    anomalies: Counter[str] = Counter()
+    decode = Decoder(anomalies, Defragmenter(anomalies)).decode
+    table = FlowTable(FlowLimits(), anomalies, None)
+    lookup = table.packet
+    packets = nbytes = 0
+    with CaptureFile(path) as capture:
+        for ts, lt, data in capture.frames():
+            packets += 1
+            nbytes += len(data)
+            pkt = decode(ts, lt, data)
+            if pkt is not None:
+                lookup(pkt)
+    for _ in table.drain():
+        pass
+    return packets, nbytes
+
+
+def stage_pipeline(path: str) -> tuple[int, int]:
+    stats = Stats()
+    writer = EveWriter(os.devnull)
+    pipeline = Pipeline(Config(), [writer], stats)
+    pipeline.replay([CaptureFile(path)])
+    writer.close()
+    return stats.packets, stats.bytes
+
+
+STAGES: dict[str, Callable[[str], tuple[int, int]]] = {
+    "read": stage_read, "decode": stage_decode, "flows": stage_flows, "pipeline": stage_pipeline,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("capture")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--stages", default=",".join(STAGES))
+    args = parser.parse_args()
+    size = os.path.getsize(args.capture)
+    print(f"# {args.capture}: {size / 1e6:.1f} MB; Python {platform.python_version()} on {platform.machine()}, "
+          f"{os.cpu_count()} CPUs; best of {args.repeat}")
+    print(f"{'stage':<10} {'Mbit/s':>9} {'packets/s':>11} {'seconds':>8}")
+    for name in args.stages.split(","):
+        best = float("inf")
+        packets = nbytes = 0
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            packets, nbytes = STAGES[name](args.capture)
+            best = min(best, time.perf_counter() - started)
+        print(f"{name:<10} {nbytes * 8 / 1e6 / best:9.0f} {packets / best:11,.0f} {best:8.2f}")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
