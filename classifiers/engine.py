@@ -1,0 +1,220 @@
+"""Hyperscan stream-mode matcher with Python confirmation of each candidate.
+
+One `Engine` per process compiles every rule into one stream-mode database (cached on disk,
+keyed by a hash of the rules and the Hyperscan version) and owns the scratch. Each flow
+direction opens a `ScanStream`: values split across TCP segments, chunk boundaries or decoder
+outputs are found because Hyperscan keeps the automaton state between writes.
+
+Hyperscan reports every end offset of every match (`SOM_LEFTMOST` gives the leftmost start
+for each), so one 16-digit card yields several candidates. The stream groups candidates by
+(rule, start), and within a group tries the longest first: boundary check on the bytes
+around it (Hyperscan has no lookaround), hotword check when the rule needs one, normalize,
+validate. A candidate ending exactly at the end of a write may continue in the next one,
+so its group waits for the next write or for `close()`.
+
+python-hyperscan 0.9.1 traps avoided here (each has a regression test):
+- the stream keeps *borrowed* references to its handler and context: both are attributes of
+  the long-lived `ScanStream` (a bound method and the stream itself), never temporaries;
+- `Stream.close(scratch=...)` with a keyword corrupts memory: `close()` is called bare;
+- `Stream.size()` segfaults: never called;
+- literal mode truncates at NUL: only the regex API is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import hyperscan
+
+from classifiers import normalize, validators
+from classifiers.classes import RULES, Rule
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 512              # bytes of history kept per stream: longest value plus hotword context
+HOTWORD_REACH = 48        # a hotword must end within this many bytes before the value
+EMAIL_LOCAL_MAX = 64
+
+ValueSink = Callable[[str, str, str], None]    # (class_id, normalized value, confidence)
+
+
+def _check_for(rule: Rule) -> Callable[[str], str | None]:
+    """normalized value -> the value to count, or None. Wraps validators by rule."""
+    validate = validators.VALIDATORS[rule.validator] if rule.validator in validators.VALIDATORS \
+        else getattr(validators, rule.validator)
+    if rule.validator == "mrz_passport_line":
+        def check_mrz(value: str) -> str | None:
+            return validate(value) or None
+        return check_mrz
+    if rule.class_id == "cn_uscc":
+        def check_uscc(value: str) -> str | None:
+            # An all-digit USCC candidate that is a valid resident id is the id, not a code.
+            if value.isdigit() and validators.cn_resident_id(value):
+                return None
+            return value if validate(value) else None
+        return check_uscc
+
+    def check(value: str) -> str | None:
+        return value if validate(value) else None
+    return check
+
+
+class Engine:
+    """Compiled rules + scratch for one process. Build once; open a stream per flow direction."""
+
+    def __init__(self, rules: Sequence[Rule] = RULES, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.rules = tuple(rules)
+        self._normalizers = [normalize.NORMALIZERS.get(r.class_id, str) for r in self.rules]
+        self._checks = [_check_for(r) for r in self.rules]
+        self._hotwords = [tuple({w.lower().encode(enc) for w in r.hotwords for enc in ("utf-8", "gbk")})
+                          for r in self.rules]
+        self.database = self._load_or_compile(cache_dir)
+        self.scratch = hyperscan.Scratch(self.database)
+        self.rejected: dict[str, int] = {}        # validator rejects by class (for metrics)
+
+    def stream(self, sink: ValueSink) -> ScanStream:
+        return ScanStream(self, sink)
+
+    def scan_bytes(self, data: bytes, sink: ValueSink) -> None:
+        """Scan one complete buffer (a file in `rules test`, a UDP payload)."""
+        stream = self.stream(sink)
+        stream.write(data)
+        stream.close()
+
+    # -- compile -------------------------------------------------------------------------
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256(b"egresswatch-rules-v1")
+        h.update(repr(getattr(hyperscan, "__version__", "")).encode())
+        for rule in self.rules:
+            h.update(rule.pattern + b"\0")
+        return h.hexdigest()[:24]
+
+    def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
+        cache = Path(cache_dir) / f"rules-{self._fingerprint()}.hsdb" if cache_dir else None
+        if cache is not None and cache.is_file():
+            try:
+                return hyperscan.loadb(cache.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
+            except Exception as exc:      # stale or foreign file: recompile
+                logger.warning("ignoring unusable rule cache %s: %s", cache, exc)
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
+        patterns = [r.pattern for r in self.rules]
+        database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+                         flags=[hyperscan.HS_FLAG_SOM_LEFTMOST] * len(patterns))
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_bytes(hyperscan.dumpb(database))
+                tmp.replace(cache)
+            except OSError as exc:
+                logger.warning("cannot write rule cache %s: %s", cache, exc)
+        return database
+
+
+class ScanStream:
+    """Matches across the writes of one flow direction; reports confirmed values to `sink`."""
+
+    __slots__ = ("engine", "sink", "_hs", "_found", "_tail", "_base", "_end", "_pending", "_closed")
+
+    def __init__(self, engine: Engine, sink: ValueSink) -> None:
+        self.engine = engine
+        self.sink = sink
+        self._found: list[tuple[int, int, int]] = []     # (rule, start, end) from the current write
+        self._tail = bytearray()                         # the last WINDOW bytes (+ the current write)
+        self._base = 0                                   # stream offset of _tail[0]
+        self._end = 0                                    # stream offset after the last write
+        self._pending: list[tuple[int, int, int]] = []   # candidates that may continue in the next write
+        self._closed = False
+        # The handler is a bound method of self and the context is self: both live exactly as
+        # long as the Hyperscan stream (which only borrows them).
+        self._hs = engine.database.stream(match_event_handler=self._on_match, context=self)
+        self._hs.__enter__()
+
+    def _on_match(self, rule: int, start: int, end: int, flags: int, context: object) -> None:
+        self._found.append((rule, start, end))
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._closed or not len(data):
+            return
+        self._hs.scan(data, scratch=self.engine.scratch)
+        self._tail += data
+        self._end += len(data)
+        if self._found or self._pending:
+            self._confirm(final=False)
+        excess = len(self._tail) - WINDOW
+        if excess > 0:
+            del self._tail[:excess]
+            self._base += excess
+
+    def close(self) -> None:
+        """End of the direction: Hyperscan may report matches held back at the last byte."""
+        if self._closed:
+            return
+        self._closed = True
+        self._hs.close()
+        self._confirm(final=True)
+        self._tail = bytearray()
+
+    # -- confirmation ----------------------------------------------------------------------
+
+    def _confirm(self, *, final: bool) -> None:
+        found = self._pending + self._found
+        self._found = []
+        self._pending = []
+        groups: dict[tuple[int, int], list[int]] = {}
+        for rule, start, end in found:
+            groups.setdefault((rule, start), []).append(end)
+        end_of_data = self._end
+        for (rule, start), ends in groups.items():
+            if not final and max(ends) >= end_of_data:
+                self._pending.extend((rule, start, e) for e in ends)
+                continue
+            self._confirm_group(rule, start, sorted(set(ends), reverse=True))
+
+    def _confirm_group(self, rule_index: int, start: int, ends: list[int]) -> None:
+        engine = self.engine
+        rule = engine.rules[rule_index]
+        tail, base = self._tail, self._base
+        if rule.class_id == "email":
+            start = self._email_start(start, ends[0])
+            if start < 0:
+                return
+        elif start < base:
+            return                        # longer than the window: no identifier we know is
+        lo = start - base
+        if lo > 0 and tail[lo - 1] in rule.boundary:
+            return
+        if rule.hotwords and not self._has_hotword(rule_index, lo):
+            return
+        for end in ends:
+            hi = end - base
+            if hi < len(tail) and tail[hi] in rule.boundary:
+                continue
+            if rule.class_id == "email" and hi + 1 < len(tail) and tail[hi] == 0x2E and tail[hi + 1] in rule.boundary:
+                continue                  # "a@b.com.cn" must not also yield "a@b.com"
+            raw = tail[lo:hi].decode("ascii", "replace")
+            value = engine._checks[rule_index](engine._normalizers[rule_index](raw))
+            if value is not None:
+                self.sink(rule.class_id, value, rule.confidence)
+                return
+        engine.rejected[rule.class_id] = engine.rejected.get(rule.class_id, 0) + 1
+
+    def _email_start(self, start: int, end: int) -> int:
+        """The leftmost start may lie far back (a long run of local-part bytes): re-anchor on '@'."""
+        tail, base = self._tail, self._base
+        at = tail.rfind(b"@", max(start, base) - base, end - base)
+        if at < 0:
+            return -1
+        lo = at
+        while lo > 0 and at - lo < EMAIL_LOCAL_MAX and tail[lo - 1] in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-":
+            lo -= 1
+        return base + lo if lo < at else -1
+
+    def _has_hotword(self, rule_index: int, lo: int) -> bool:
+        context = bytes(self._tail[max(0, lo - HOTWORD_REACH):lo]).lower()
+        return any(word in context for word in self.engine._hotwords[rule_index])

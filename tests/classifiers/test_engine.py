@@ -1,0 +1,170 @@
+"""Hyperscan stream engine: candidates confirmed across writes, boundaries, hotwords, traps."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+import pytest
+from stdnum import luhn
+from stdnum.cn import ric, uscc
+
+from classifiers.engine import Engine
+
+
+def make_rid(prefix17: str = "11010519491231002") -> str:
+    return prefix17 + ric.calc_check_digit(prefix17)
+
+
+def make_card(prefix: str = "622202123456789") -> str:
+    return prefix + luhn.calc_check_digit(prefix)
+
+
+def make_uscc(prefix17: str = "91350211M000100Y4") -> str:
+    return prefix17 + uscc.calc_check_digit(prefix17)
+
+
+RID = make_rid()
+CARD = make_card()
+MOBILE = "13812345678"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+def found(engine: Engine, *writes: bytes) -> list[tuple[str, str, str]]:
+    hits: list[tuple[str, str, str]] = []
+    stream = engine.stream(lambda c, v, conf: hits.append((c, v, conf)))
+    for w in writes:
+        stream.write(w)
+    stream.close()
+    return hits
+
+
+def classes(hits):
+    return sorted((c, v) for c, v, _ in hits)
+
+
+def test_each_class_found_once(engine):
+    text = f"name=x&id={RID}&tel={MOBILE}&card={CARD}&mail=j.doe@example.com&org={make_uscc()}&iban=DE89370400440532013000"
+    assert classes(found(engine, text.encode())) == sorted([
+        ("cn_resident_id", RID), ("cn_mobile", MOBILE), ("payment_card", CARD),
+        ("email", "j.doe@example.com"), ("cn_uscc", make_uscc()), ("iban", "DE89370400440532013000")])
+
+
+@pytest.mark.parametrize("value, cls", [(RID, "cn_resident_id"), (MOBILE, "cn_mobile"), (CARD, "payment_card"),
+                                        ("zhang.san@example.cn", "email")])
+def test_value_split_at_every_position_across_two_writes(engine, value, cls):
+    data = f"before {value} after".encode()
+    for cut in range(len(data) + 1):
+        hits = classes(found(engine, data[:cut], data[cut:]))
+        assert hits == [(cls, value)], (cut, hits)
+
+
+def test_value_at_the_very_end_of_the_stream_is_reported_at_close(engine):
+    assert classes(found(engine, f"tel:{MOBILE}".encode())) == [("cn_mobile", MOBILE)]
+
+
+@pytest.mark.parametrize("text", [
+    f"ses=f9d{MOBILE}ced",          # inside a hex token (the corpus trap)
+    f"9{RID}",                      # inside a longer digit run
+    f"{RID}7",
+    f"abc{MOBILE}",
+    f"{CARD}0",
+])
+def test_boundaries_reject_values_inside_longer_tokens(engine, text):
+    assert found(engine, text.encode()) == []
+
+
+def test_wrong_check_digits_are_rejected_and_counted(engine):
+    bad_rid = RID[:-1] + ("0" if RID[-1] != "0" else "1")
+    bad_card = CARD[:-1] + str((int(CARD[-1]) + 1) % 10)
+    before = dict(engine.rejected)
+    assert found(engine, f"id {bad_rid} card {bad_card} ts 1732600000000".encode()) == []
+    assert engine.rejected.get("cn_resident_id", 0) > before.get("cn_resident_id", 0)
+    assert engine.rejected.get("payment_card", 0) > before.get("payment_card", 0)
+
+
+def test_separators_and_prefixes(engine):
+    hits = classes(found(engine, b"tel +86 138-1234-5678; card 6222 0212 3456 789" + CARD[-1].encode() + b" ok"))
+    assert ("cn_mobile", MOBILE) in hits
+    assert ("payment_card", CARD) in hits
+
+
+def test_unionpay_non_luhn_needs_a_hotword(engine):
+    non_luhn = CARD[:-1] + str((int(CARD[-1]) + 1) % 10)
+    assert found(engine, f"number {non_luhn}.".encode()) == []
+    assert classes(found(engine, f"银行卡号：{non_luhn}。".encode())) == [("payment_card", non_luhn)]
+    assert classes(found(engine, f"银行卡号：{non_luhn}。".encode("gbk"))) == [("payment_card", non_luhn)]
+
+
+def test_passport_only_with_hotword(engine):
+    assert found(engine, b"ref EA1234567 ") == []
+    assert classes(found(engine, "护照号码: EA1234567".encode())) == [("cn_passport", "EA1234567")]
+
+
+def test_legacy_15_digit_id_is_low_confidence(engine):
+    hits = found(engine, b"id=110105491231002;")
+    assert [(c, conf) for c, _, conf in hits] == [("cn_resident_id", "low")]
+
+
+def test_email_with_subdomains_counts_the_whole_address(engine):
+    assert classes(found(engine, b"to: li.si@mail.example.com.cn, ")) == [("email", "li.si@mail.example.com.cn")]
+
+
+def test_bytearray_and_memoryview_inputs(engine):
+    data = f"id {RID} ".encode()
+    assert classes(found(engine, bytearray(data))) == [("cn_resident_id", RID)]
+    assert classes(found(engine, memoryview(data)[:10], memoryview(data)[10:])) == [("cn_resident_id", RID)]
+
+
+def test_many_streams_with_garbage_collection_between_writes(engine):
+    # Trap 3 of python-hyperscan: the stream borrows its handler and context. Ours are owned by
+    # the ScanStream, so collecting garbage between writes must not crash or lose matches.
+    hits = []
+    streams = [engine.stream(lambda c, v, conf: hits.append(c)) for _ in range(200)]
+    for s in streams:
+        s.write(f"id {RID[:9]}".encode())
+    gc.collect()
+    for s in streams:
+        s.write(f"{RID[9:]} end".encode())
+        s.close()
+    assert hits == ["cn_resident_id"] * 200
+
+
+def test_close_twice_and_write_after_close_are_harmless(engine):
+    hits = []
+    s = engine.stream(lambda c, v, conf: hits.append(c))
+    s.write(f"{MOBILE} ".encode())
+    s.close()
+    s.close()
+    s.write(b"more")
+    assert hits == ["cn_mobile"]
+
+
+def test_hyperscan_stream_close_with_keyword_is_the_trap_we_avoid():
+    # Documents why the engine calls close() bare: with a keyword argument python-hyperscan
+    # 0.9.1 corrupts memory. Run it in a child process so a crash cannot take the suite down.
+    code = ("import hyperscan as hs\n"
+            "db = hs.Database(mode=hs.HS_MODE_STREAM)\n"
+            "db.compile(expressions=[b'abc'], ids=[0], elements=1)\n"
+            "h = lambda *a: None\n"
+            "s = db.stream(match_event_handler=h)\n"
+            "s.__enter__()\n"
+            "s.scan(b'xxabc')\n"
+            "s.close()\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+def test_database_cache_round_trip(tmp_path):
+    first = Engine(cache_dir=tmp_path)
+    cached = list(tmp_path.glob("rules-*.hsdb"))
+    assert len(cached) == 1
+    second = Engine(cache_dir=tmp_path)
+    assert classes(found(second, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
+    assert first.database is not second.database
