@@ -1,7 +1,8 @@
 """Hyperscan stream-mode matcher with Python confirmation of each candidate.
 
 One `Engine` per process compiles every rule into one stream-mode database (cached on disk,
-keyed by a hash of the rules and the Hyperscan version) and owns the scratch. Each flow
+keyed by a hash of the rules and the Hyperscan version); scans use the database's own
+scratch, so each worker process, having its own database, has its own scratch. Each flow
 direction opens a `ScanStream`: values split across TCP segments, chunk boundaries or decoder
 outputs are found because Hyperscan keeps the automaton state between writes.
 
@@ -13,9 +14,11 @@ validate. A candidate ending exactly at the end of a write may continue in the n
 so its group waits for the next write or for `close()`.
 
 python-hyperscan 0.9.1 traps avoided here (each has a regression test):
-- the stream keeps *borrowed* references to its handler and context: both are attributes of
-  the long-lived `ScanStream` (a bound method and the stream itself), never temporaries;
+- the stream keeps *borrowed* references to its handler and context: both are owned by the
+  `ScanStream` (the bound method is stored, since each attribute access makes a new one);
 - `Stream.close(scratch=...)` with a keyword corrupts memory: `close()` is called bare;
+- `Stream.scan(data, scratch=...)` segfaults at the first match of a SOM stream database
+  (measured here with 0.9.1): `scan()` gets no scratch argument;
 - `Stream.size()` segfaults: never called;
 - literal mode truncates at NUL: only the regex API is used.
 """
@@ -73,7 +76,6 @@ class Engine:
         self._hotwords = [tuple({w.lower().encode(enc) for w in r.hotwords for enc in ("utf-8", "gbk")})
                           for r in self.rules]
         self.database = self._load_or_compile(cache_dir)
-        self.scratch = hyperscan.Scratch(self.database)
         self.rejected: dict[str, int] = {}        # validator rejects by class (for metrics)
 
     def stream(self, sink: ValueSink) -> ScanStream:
@@ -98,7 +100,10 @@ class Engine:
         cache = Path(cache_dir) / f"rules-{self._fingerprint()}.hsdb" if cache_dir else None
         if cache is not None and cache.is_file():
             try:
-                return hyperscan.loadb(cache.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
+                database = hyperscan.loadb(cache.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
+                # A deserialized database comes without the scratch that compile() allocates.
+                database.scratch = hyperscan.Scratch(database)
+                return database
             except Exception as exc:      # stale or foreign file: recompile
                 logger.warning("ignoring unusable rule cache %s: %s", cache, exc)
         database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
@@ -119,7 +124,7 @@ class Engine:
 class ScanStream:
     """Matches across the writes of one flow direction; reports confirmed values to `sink`."""
 
-    __slots__ = ("engine", "sink", "_hs", "_found", "_tail", "_base", "_end", "_pending", "_closed")
+    __slots__ = ("engine", "sink", "_hs", "_handler", "_found", "_tail", "_base", "_end", "_pending", "_closed")
 
     def __init__(self, engine: Engine, sink: ValueSink) -> None:
         self.engine = engine
@@ -130,9 +135,10 @@ class ScanStream:
         self._end = 0                                    # stream offset after the last write
         self._pending: list[tuple[int, int, int]] = []   # candidates that may continue in the next write
         self._closed = False
-        # The handler is a bound method of self and the context is self: both live exactly as
-        # long as the Hyperscan stream (which only borrows them).
-        self._hs = engine.database.stream(match_event_handler=self._on_match, context=self)
+        # The Hyperscan stream only borrows its handler and context. `self._on_match` makes a new
+        # bound-method object at each access, so keep the one we pass; the context is self.
+        self._handler = self._on_match
+        self._hs = engine.database.stream(match_event_handler=self._handler, context=self)
         self._hs.__enter__()
 
     def _on_match(self, rule: int, start: int, end: int, flags: int, context: object) -> None:
@@ -141,7 +147,7 @@ class ScanStream:
     def write(self, data: bytes | memoryview) -> None:
         if self._closed or not len(data):
             return
-        self._hs.scan(data, scratch=self.engine.scratch)
+        self._hs.scan(data)        # no scratch= keyword: see the module docstring
         self._tail += data
         self._end += len(data)
         if self._found or self._pending:

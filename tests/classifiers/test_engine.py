@@ -145,20 +145,40 @@ def test_close_twice_and_write_after_close_are_harmless(engine):
     assert hits == ["cn_mobile"]
 
 
-def test_hyperscan_stream_close_with_keyword_is_the_trap_we_avoid():
-    # Documents why the engine calls close() bare: with a keyword argument python-hyperscan
-    # 0.9.1 corrupts memory. Run it in a child process so a crash cannot take the suite down.
-    code = ("import hyperscan as hs\n"
-            "db = hs.Database(mode=hs.HS_MODE_STREAM)\n"
-            "db.compile(expressions=[b'abc'], ids=[0], elements=1)\n"
-            "h = lambda *a: None\n"
-            "s = db.stream(match_event_handler=h)\n"
-            "s.__enter__()\n"
-            "s.scan(b'xxabc')\n"
-            "s.close()\n"
-            "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "ok"
+_TRAP_SETUP = (
+    "import hyperscan as hs\n"
+    "db = hs.Database(mode=hs.HS_MODE_STREAM | hs.HS_MODE_SOM_HORIZON_SMALL)\n"
+    "db.compile(expressions=[rb'1[3-9]\\d{9}'], ids=[0], elements=1, flags=[hs.HS_FLAG_SOM_LEFTMOST])\n"
+    "class Owner:\n"
+    "    def __init__(self):\n"
+    "        self.hits = []\n"
+    "        self.stream = db.stream(match_event_handler=self.on_match, context=self)\n"
+    "        self.stream.__enter__()\n"
+    "    def on_match(self, *args):\n"
+    "        self.hits.append(args[:3])\n"
+    "o = Owner()\n"
+)
+
+
+def _child(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _TRAP_SETUP + code], capture_output=True, text=True, timeout=60)
+
+
+def test_python_hyperscan_safe_recipe_works():
+    result = _child("o.stream.scan(b'x 13812345678 y')\no.stream.close()\nprint(o.hits)\n")
+    assert result.returncode == 0 and result.stdout.strip() == "[(0, 2, 13)]"
+
+
+@pytest.mark.parametrize("trap", [
+    "o.stream.scan(b'x 13812345678 y', scratch=hs.Scratch(db))\n",     # scan(scratch=...) crashes
+    "o.stream.scan(b'x 1381234')\no.stream.close(scratch=hs.Scratch(db))\n",  # close(scratch=...) corrupts memory
+    "o.stream.size()\n",                                                 # size() segfaults
+])
+def test_python_hyperscan_traps_still_crash(trap):
+    # These document why the engine avoids each call. If an upgrade makes one of them safe,
+    # this test fails and the workaround in classifiers/engine.py can be reconsidered.
+    result = _child(trap + "print('survived')\n")
+    assert result.returncode != 0 or "survived" not in result.stdout
 
 
 def test_database_cache_round_trip(tmp_path):
