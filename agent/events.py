@@ -50,16 +50,13 @@ def community_id(flow: Flow) -> str:
     return str(_COMMUNITY_ID.calc(tpl))
 
 
-def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
-               app_fields: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `flow` event for a finished flow, oriented client -> server."""
-    event: dict[str, Any] = {
-        "timestamp": format_ts(flow.last),
-        "flow_id": flow.flow_id,
-    }
+def _header(flow: Flow, event_type: str, timestamp_us: int, pcap_filename: str | None,
+            app_proto: str | None, direction: str | None) -> dict[str, Any]:
+    """The fields every event about a flow starts with, in Suricata's order."""
+    event: dict[str, Any] = {"timestamp": format_ts(timestamp_us), "flow_id": flow.flow_id}
     if pcap_filename is not None:
         event["pcap_filename"] = pcap_filename
-    event["event_type"] = "flow"
+    event["event_type"] = event_type
     if flow.vlan:
         event["vlan"] = vlan_ids(flow.vlan)
     event.update({
@@ -72,6 +69,15 @@ def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
     if app_proto:
         event["app_proto"] = app_proto
     event["community_id"] = community_id(flow)
+    if direction:
+        event["direction"] = direction
+    return event
+
+
+def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
+               app_fields: dict[str, Any] | None = None, direction: str | None = None) -> dict[str, Any]:
+    """The `flow` event for a finished flow, oriented client -> server."""
+    event = _header(flow, "flow", flow.last, pcap_filename, app_proto, direction)
     event["flow"] = {
         "pkts_toserver": flow.pkts[TOSERVER],
         "pkts_toclient": flow.pkts[TOCLIENT],
@@ -85,6 +91,33 @@ def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
     }
     if app_fields:
         event.update(app_fields)
+    return event
+
+
+ALERT_SIGNATURE_ID = 9_100_001     # egresswatch's range; stable so SIEM rules can key on it
+
+
+def alert_event(flow: Flow, classification: dict[str, Any], *, pcap_filename: str | None,
+                app_proto: str | None, direction: str) -> dict[str, Any]:
+    """The `alert` for a flow whose export direction carried personal data (counts so far)."""
+    event = _header(flow, "alert", flow.last, pcap_filename, app_proto, direction)
+    event["alert"] = {
+        "action": "allowed",
+        "gid": 1,
+        "signature_id": ALERT_SIGNATURE_ID,
+        "rev": 1,
+        "signature": f"egresswatch: personal data in {direction} transfer",
+        "category": "Cross-border personal data transfer",
+        "severity": classification["severity"],
+    }
+    event["classification"] = classification
+    event["flow"] = {
+        "pkts_toserver": flow.pkts[TOSERVER],
+        "pkts_toclient": flow.pkts[TOCLIENT],
+        "bytes_toserver": flow.bytes[TOSERVER],
+        "bytes_toclient": flow.bytes[TOCLIENT],
+        "start": format_ts(flow.start),
+    }
     return event
 
 

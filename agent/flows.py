@@ -60,7 +60,7 @@ class Flow:
 
     __slots__ = ("key", "proto", "vlan", "client", "server", "cport", "sport", "start", "last",
                  "touched", "pkts", "bytes", "state", "fins", "streams", "consumer",
-                 "reason", "source", "user")
+                 "reason", "source", "user", "alerted")
 
     def __init__(self, key: tuple[object, ...], proto: int, vlan: int, client: bytes, cport: int,
                  server: bytes, sport: int, ts: int, source: int) -> None:
@@ -82,7 +82,8 @@ class Flow:
         self.consumer: StreamConsumer | None = None
         self.reason = ""
         self.source = source               # index of the capture file the flow started in
-        self.user: object = None           # the pipeline's per-flow state (app layer, findings)
+        self.user: object = None           # the pipeline's per-flow state (findings)
+        self.alerted = False
 
     @property
     def flow_id(self) -> int:

@@ -12,14 +12,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import os
+
 from agent.apps.session import AppSession
 from agent.capture.pcapfile import CaptureFile
 from agent.config import Config
 from agent.decode import PROTO_UDP, Decoder
 from agent.defrag import Defragmenter
-from agent.events import flow_event
+from agent.events import alert_event, flow_event
 from agent.flows import Flow, FlowTable
+from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import Stats
+from classifiers.classes import SENSITIVITY_PROFILES
+from classifiers.engine import Engine
+from classifiers.findings import FindingLimits, Findings
 from geo.networks import InternalNetworks
 
 ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, current file)
@@ -64,13 +70,22 @@ class Pipeline:
         self.decoder = Decoder(anomalies, self.defrag)
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, anomalies, self._session_for)
+        self.engine = Engine()
+        self.finding_limits = FindingLimits()
+        self.sensitivity = SENSITIVITY_PROFILES["pipl-35273"]
+        self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
         self.source_names: list[str] = []
 
     def _session_for(self, flow: Flow) -> AppSession | None:
         internal = self.internal
-        if (flow.client in internal) == (flow.server in internal):
-            return None         # domestic or transit: not ours to inspect
-        return AppSession(self.stats.anomalies)
+        client_inside = flow.client in internal
+        if client_inside == (flow.server in internal):
+            return None         # both inside or both outside: not a transfer out of the network
+        findings = Findings(self.finding_limits, self.sensitivity, self.digest_key)
+        flow.user = findings
+        # Egress: the inside client's requests. Ingress: what the inside server sends back.
+        inspect = TOSERVER if client_inside else TOCLIENT
+        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add))
 
     def replay(self, captures: Sequence[CaptureFile], progress: ProgressFn | None = None) -> ReplayResult:
         result = ReplayResult(self.stats)
@@ -107,8 +122,12 @@ class Pipeline:
             if pkt is not None:
                 decoded += 1
                 flow, direction = packet(pkt, source)
-                if pkt.proto == PROTO_UDP and flow.consumer is not None:
-                    flow.consumer.datagram(direction, pkt.payload, pkt.sport, pkt.dport)   # type: ignore[attr-defined]
+                findings = flow.user
+                if findings is not None:
+                    if pkt.proto == PROTO_UDP:
+                        flow.consumer.datagram(direction, pkt.payload, pkt.sport, pkt.dport)   # type: ignore[union-attr]
+                    if findings.changed:
+                        self._maybe_alert(flow, findings)   # type: ignore[arg-type]
                 if pending:
                     for ended in self.flows.expired():
                         finish_flow(ended)
@@ -130,13 +149,43 @@ class Pipeline:
         self.stats.icmp = self.decoder.icmp
         self.stats.other_ip = self.decoder.other_ip
 
+    def _maybe_alert(self, flow: Flow, findings: Findings) -> None:
+        """At most one alert per flow, as soon as its export direction carries a valid value."""
+        findings.changed = False
+        if flow.alerted:
+            return
+        flow.alerted = True
+        self._emit(alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
+                               app_proto=self._session(flow).event_app_proto(),
+                               direction=self._direction(flow)))
+        self.stats.alerts += 1
+
     def _finish_flow(self, flow: Flow) -> None:
         session = flow.consumer
         if session is None:
             return
         assert isinstance(session, AppSession)
-        event = flow_event(flow, pcap_filename=self.source_names[flow.source],
-                           app_proto=session.event_app_proto(), app_fields=session.event_fields())
+        session.finish()
+        findings = flow.user
+        assert isinstance(findings, Findings)
+        if findings.changed:
+            self._maybe_alert(flow, findings)      # values confirmed only at the end of the flow
+        app_fields = session.event_fields()
+        if findings:
+            app_fields["classification"] = findings.event_fields()
+        self._emit(flow_event(flow, pcap_filename=self.source_names[flow.source],
+                              app_proto=session.event_app_proto(), app_fields=app_fields,
+                              direction=self._direction(flow)))
+        self.stats.flow_events += 1
+
+    def _direction(self, flow: Flow) -> str:
+        return "egress" if flow.client in self.internal else "ingress"
+
+    @staticmethod
+    def _session(flow: Flow) -> AppSession:
+        assert isinstance(flow.consumer, AppSession)
+        return flow.consumer
+
+    def _emit(self, event: dict[str, Any]) -> None:
         for exporter in self.exporters:
             exporter.emit(event)
-        self.stats.flow_events += 1

@@ -542,14 +542,15 @@ class Values:
     def resident_id(self) -> str:
         def make() -> str:
             body = self._ric_body()
-            value = body + ric.calc_check_digit(body)
+            # python-stdnum's cn.ric.calc_check_digit() wants the whole 18 characters and ignores the last.
+            value = body + ric.calc_check_digit(body + "0")
             return value if ric.is_valid(value) and not luhn.is_valid(value) and not uscc.is_valid(value) else ""
         return self._unique(make)
 
     def resident_id_bad(self) -> str:
         def make() -> str:
             body = self._ric_body()
-            good = ric.calc_check_digit(body)
+            good = ric.calc_check_digit(body + "0")
             value = body + self.rng.choice([c for c in "0123456789X" if c != good])
             ok = ric.is_valid(body + good) and not luhn.is_valid(value) and not uscc.is_valid(value)
             return value if ok else ""
@@ -599,7 +600,7 @@ class Values:
     def order_no(self) -> str:
         def make() -> str:
             value = "20260101" + self._digits(10)
-            if value[-1] == ric.calc_check_digit(value[:17]) or luhn.is_valid(value) or uscc.is_valid(value):
+            if value[-1] == ric.calc_check_digit(value) or luhn.is_valid(value) or uscc.is_valid(value):
                 return ""
             return value
         return self._unique(make)

@@ -1,10 +1,17 @@
-"""Per-flow application layer: protocol detection by content and protocol metadata.
+"""Per-flow application layer: detection, protocol parsing, and feeding the classifier.
 
-`AppSession` is the flow's `StreamConsumer`: TCP reassembly hands it each direction's bytes
-in order (with explicit gaps); UDP datagrams arrive through `datagram()`. It keeps only
-bounded prefixes of each direction for detection (`DETECT_BYTES`) and for the TLS
-ClientHello (`MAX_CLIENT_HELLO`). Body extraction and classification plug in here: a
-parser for the detected protocol receives the same calls.
+`AppSession` is the flow's `StreamConsumer`: TCP reassembly hands it each direction's bytes in
+order (with explicit gaps); UDP datagrams arrive through `datagram()`. Until the protocol is
+known it keeps bounded prefixes of both directions (`DETECT_BYTES`); once known, the prefixes
+are replayed into the protocol's handling and everything after goes straight through:
+
+- http: `HttpParser` turns messages into decoded content chunks (URI, headers, bodies);
+- tls, ssh: ciphertext is not scanned (the TLS SNI is kept);
+- anything else (smtp, ftp, dns, unrecognized): raw stream bytes are scanned.
+
+Only the flow's export direction is scanned: what the inside host sends (`inspect`):
+the client's bytes on an egress flow, the server's bytes on an ingress flow. Data coming
+into the network is never counted.
 """
 
 from __future__ import annotations
@@ -13,20 +20,27 @@ from collections import Counter
 from typing import Any
 
 from agent.apps.detect import detect_tcp, detect_udp
+from agent.apps.http import Chunk, HttpParser
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
 from agent.reassembly import TOCLIENT, TOSERVER
+from classifiers.engine import ScanStream
+from classifiers.normalize import ascii_digits_utf8
 
 DETECT_BYTES = 4096        # per direction; detection gives up ("failed") past this
+_ENCRYPTED = frozenset(("tls", "ssh"))
+_SEPARATOR = b"\n"         # written between unrelated texts so no value spans them
 
 
 class AppSession:
-    """Detects app_proto for one flow and keeps what events report about it."""
+    """Detects app_proto for one flow, extracts content, and scans the export direction."""
 
-    __slots__ = ("anomalies", "app_proto", "sni", "gaps", "seen", "_head", "_hello", "_detecting",
-                 "_sni_pending")
+    __slots__ = ("anomalies", "inspect", "scanner", "app_proto", "sni", "gaps", "seen", "_head", "_hello",
+                 "_detecting", "_sni_pending", "_http", "_raw", "_last_part", "_finished")
 
-    def __init__(self, anomalies: Counter[str]) -> None:
+    def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None) -> None:
         self.anomalies = anomalies
+        self.inspect = inspect                   # TOSERVER (egress) or TOCLIENT (ingress)
+        self.scanner = scanner                   # None: no classification for this flow
         self.app_proto: str | None = None
         self.sni: str | None = None
         self.gaps = 0
@@ -35,6 +49,10 @@ class AppSession:
         self._hello = bytearray()                # client bytes until the ClientHello is complete
         self._detecting = True
         self._sni_pending = False
+        self._http: HttpParser | None = None
+        self._raw = False                        # scan the export direction's raw bytes
+        self._last_part: tuple[str, int] | None = None
+        self._finished = False
 
     # -- StreamConsumer ------------------------------------------------------------------
 
@@ -42,29 +60,59 @@ class AppSession:
         self.seen[direction] += len(data)
         if self._sni_pending and direction == TOSERVER:
             self._feed_hello(data)
-        if self._detecting:
-            head = self._head[direction]
-            if len(head) < DETECT_BYTES:
-                head += data[:DETECT_BYTES - len(head)]
-            self._detect()
+        if not self._detecting:
+            self._consume(direction, data)
+            return
+        head = self._head[direction]
+        room = DETECT_BYTES - len(head)
+        head += data[:room]
+        result = detect_tcp(bytes(self._head[TOSERVER]), bytes(self._head[TOCLIENT]))
+        if result is None and len(data) >= room:
+            result = False               # a full prefix and still undecided: give up
+        if result is not None:
+            self._start(result or None)
+            if len(data) > room:
+                self._consume(direction, data[room:])
 
     def gap(self, direction: int, nbytes: int) -> None:
         self.gaps += 1
         if self._detecting and self._head[direction]:
             # Bytes after a hole are not the continuation of what we were matching on.
-            self._stop_detecting(None)
+            self._start(None)
         if direction == TOSERVER and self._sni_pending:
             self._sni_pending = False
             self._hello = bytearray()
             self.anomalies["app.tls.hello_gap"] += 1
+        if self._http is not None:
+            self._scan_chunks(self._http.gap(direction, nbytes))
+        elif self._raw and direction == self.inspect and self.scanner is not None:
+            self.scanner.write(_SEPARATOR)
 
     def end(self, direction: int) -> None:
-        """Nothing buffered here needs flushing: detection works on prefixes only."""
+        """Per-direction end: nothing to do; `finish()` runs once when the flow ends."""
 
     def datagram(self, direction: int, payload: memoryview | bytes, sport: int, dport: int) -> None:
         self.seen[direction] += len(payload)
         if self._detecting:
-            self._stop_detecting(detect_udp(bytes(payload[:512]), sport, dport))
+            self.app_proto = detect_udp(bytes(payload[:512]), sport, dport)
+            self._detecting = False
+            if self.app_proto is None:
+                self.anomalies["app.detect_failed"] += 1
+        if direction == self.inspect and self.scanner is not None and len(payload):
+            self.scanner.write(ascii_digits_utf8(bytes(payload)))
+            self.scanner.write(_SEPARATOR)
+
+    def finish(self) -> None:
+        """The flow ended: flush what parsers hold, and close the scan stream (late matches)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._detecting and (self._head[TOSERVER] or self._head[TOCLIENT]):
+            self._start(None)
+        if self._http is not None:
+            self._scan_chunks(self._http.close())
+        if self.scanner is not None:
+            self.scanner.close()
 
     # -- results -------------------------------------------------------------------------
 
@@ -81,25 +129,46 @@ class AppSession:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _detect(self) -> None:
-        toserver, toclient = self._head
-        result = detect_tcp(bytes(toserver), bytes(toclient))
-        if result is None:
-            if len(toserver) >= DETECT_BYTES or len(toclient) >= DETECT_BYTES:
-                self._stop_detecting(None)
-            return
-        if result == "tls":
-            self._sni_pending = True
-            if toserver:
-                self._feed_hello(toserver)
-        self._stop_detecting(result or None)
-
-    def _stop_detecting(self, app_proto: str | None) -> None:
+    def _start(self, app_proto: str | None) -> None:
+        """Detection concluded: set up the protocol's handling and replay the prefixes into it."""
         self._detecting = False
-        self._head = [bytearray(), bytearray()]
         self.app_proto = app_proto
         if app_proto is None:
             self.anomalies["app.detect_failed"] += 1
+        if app_proto == "tls":
+            self._sni_pending = True
+            if self._head[TOSERVER]:
+                self._feed_hello(self._head[TOSERVER])
+        if self.scanner is not None:
+            if app_proto == "http":
+                self._http = HttpParser(self.anomalies)
+            elif app_proto in _ENCRYPTED:
+                self.anomalies["app.encrypted_not_scanned"] += 1
+            else:
+                self._raw = True
+        head, self._head = self._head, [bytearray(), bytearray()]
+        for direction in (TOSERVER, TOCLIENT):
+            if head[direction]:
+                self._consume(direction, bytes(head[direction]))
+
+    def _consume(self, direction: int, data: memoryview | bytes) -> None:
+        if self._http is not None:
+            self._scan_chunks(self._http.feed(direction, data))
+        elif self._raw and direction == self.inspect:
+            self.scanner.write(ascii_digits_utf8(bytes(data)))  # type: ignore[union-attr]
+
+    def _scan_chunks(self, chunks: list[Chunk]) -> None:
+        scanner = self.scanner
+        if scanner is None:
+            return
+        for chunk in chunks:
+            if chunk.direction != self.inspect or not chunk.data:
+                continue
+            part = (chunk.kind, chunk.part)
+            if part != self._last_part:
+                scanner.write(_SEPARATOR)
+                self._last_part = part
+            scanner.write(ascii_digits_utf8(chunk.data))
 
     def _feed_hello(self, data: memoryview | bytes) -> None:
         hello = self._hello

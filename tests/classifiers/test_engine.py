@@ -14,7 +14,7 @@ from classifiers.engine import Engine
 
 
 def make_rid(prefix17: str = "11010519491231002") -> str:
-    return prefix17 + ric.calc_check_digit(prefix17)
+    return prefix17 + ric.calc_check_digit(prefix17 + "0")    # stdnum ignores the last character
 
 
 def make_card(prefix: str = "622202123456789") -> str:
