@@ -24,11 +24,12 @@ packet yields the flow and the packet's direction.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent.decode import PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, Packet
+from agent.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, Packet
 from agent.reassembly import TOCLIENT, TOSERVER, ReassemblyBudget, StreamConsumer, TcpStream
 
 STATE_NEW = "new"
@@ -58,13 +59,14 @@ class FlowLimits:
 class Flow:
     """One connection, oriented client -> server. Counters are indexed by direction."""
 
-    __slots__ = ("key", "proto", "vlan", "client", "server", "cport", "sport", "start", "last",
-                 "touched", "pkts", "bytes", "state", "fins", "streams", "consumer",
+    __slots__ = ("key", "rkey", "proto", "vlan", "client", "server", "cport", "sport", "start", "last",
+                 "touched", "queue", "pkts", "bytes", "state", "fins", "streams", "consumer",
                  "reason", "source", "user", "alerted")
 
-    def __init__(self, key: tuple[object, ...], proto: int, vlan: int, client: bytes, cport: int,
+    def __init__(self, key: bytes, proto: int, vlan: int, client: bytes, cport: int,
                  server: bytes, sport: int, ts: int, source: int) -> None:
-        self.key = key
+        self.key = key                     # index key of the first packet's orientation
+        self.rkey = key                    # and of the other one
         self.proto = proto
         self.vlan = vlan
         self.client = client
@@ -74,6 +76,7 @@ class Flow:
         self.start = ts
         self.last = ts
         self.touched = ts
+        self.queue: OrderedDict[Flow, None] | None = None   # the table's expiry queue holding it
         self.pkts = [0, 0]
         self.bytes = [0, 0]
         self.state = STATE_NEW
@@ -95,6 +98,19 @@ class Flow:
 
 ConsumerFactory = Callable[[Flow], StreamConsumer | None]
 
+_pack_ports = struct.Struct("!HH").pack
+
+
+def flow_key(vlan: int, src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """Index key within one protocol: addresses and ports as on the wire, then the VLAN ids.
+
+    For untagged IPv4 this is exactly bytes 12..24 of the IP header plus the two port fields
+    (the frame's bytes 26..38 behind Ethernet), which lets the fast path take the key with one
+    slice. Lengths keep families apart: 12 bytes IPv4, 36 IPv6, +8 with VLAN tags.
+    """
+    key = src + dst + _pack_ports(sport, dport)
+    return key + vlan.to_bytes(8, "big") if vlan else key
+
 
 class FlowTable:
     """Maps packets to flows; yields flows that ended through `expired()` and `drain()`."""
@@ -107,24 +123,29 @@ class FlowTable:
         self.budget = ReassemblyBudget(limits.reasm_memcap)
         self.created = 0
         self.evicted = 0
-        self._index: dict[tuple[object, ...], tuple[Flow, int]] = {}
-        self._lru: OrderedDict[tuple[object, ...], Flow] = OrderedDict()   # least recently active first
+        # indexes, now, next_sweep and each flow's queue are also used by agent.fastpath, which
+        # repeats the common case of packet() inline; keep the two in step.
+        self.indexes: dict[int, dict[bytes, tuple[Flow, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        # One expiry queue per timeout value, each least recently active first: a sweep pops
+        # expired flows off the fronts and stops at the first live one, never scanning the rest.
+        self.queues: dict[int, OrderedDict[Flow, None]] = {}
+        self.count = 0
         self.ended: list[Flow] = []     # ended, not yet taken by expired()
-        self._next_sweep = 0
+        self.next_sweep = 0
         self.now = 0
 
     def __len__(self) -> int:
-        return len(self._lru)
+        return self.count
 
     def packet(self, pkt: Packet, source: int = 0) -> tuple[Flow, int]:
         """Account one packet to its flow (creating it if needed) and feed TCP reassembly."""
         ts = pkt.ts
         if ts > self.now:
             self.now = ts
-            if ts >= self._next_sweep:
+            if ts >= self.next_sweep:
                 self._sweep(ts)
-        key = (pkt.vlan, pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        hit = self._index.get(key)
+        key = flow_key(pkt.vlan, pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        hit = self.indexes[pkt.proto].get(key)
         if hit is None:
             flow, direction = self._create(pkt, key, source)
         else:
@@ -135,7 +156,7 @@ class FlowTable:
                 flow, direction = self._create(pkt, key, source)
             elif ts - flow.touched > _LRU_TOUCH_US:
                 flow.touched = ts
-                self._lru.move_to_end(flow.key)
+                flow.queue.move_to_end(flow)  # type: ignore[union-attr]
         if ts > flow.last:
             flow.last = ts
         flow.pkts[direction] += 1
@@ -143,8 +164,16 @@ class FlowTable:
         if pkt.proto == PROTO_TCP:
             self._tcp(flow, direction, pkt)
         elif flow.state == STATE_NEW and flow.pkts[1 - direction]:
-            flow.state = STATE_ESTABLISHED
+            self._set_state(flow, STATE_ESTABLISHED)
         return flow, direction
+
+    def bypass(self, flow: Flow) -> None:
+        """Stop reassembling a flow whose consumer needs nothing more (ciphertext after the
+        handshake); its packets are then only counted, which the fast path does inline."""
+        flow.streams = None
+
+    def sweep(self, now: int) -> None:
+        self._sweep(now)
 
     def expired(self) -> list[Flow]:
         """Flows that ended since the last call, in the order they ended."""
@@ -154,20 +183,21 @@ class FlowTable:
     def drain(self) -> Iterator[Flow]:
         """End every remaining flow (end of input), oldest first."""
         yield from self.expired()
-        while self._lru:
-            _, flow = self._lru.popitem(last=False)
-            self._forget(flow)
+        remaining = [flow for queue in self.queues.values() for flow in queue]
+        remaining.sort(key=lambda f: f.touched)         # stable: ties keep queue order
+        for flow in remaining:
+            self._remove(flow)
             self._finish(flow, REASON_SHUTDOWN)
             yield flow
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _create(self, pkt: Packet, key: tuple[object, ...], source: int) -> tuple[Flow, int]:
-        if len(self._lru) >= self.limits.max_flows:
-            _, victim = self._lru.popitem(last=False)
+    def _create(self, pkt: Packet, key: bytes, source: int) -> tuple[Flow, int]:
+        if self.count >= self.limits.max_flows:
+            victim = min((next(iter(q)) for q in self.queues.values() if q), key=lambda f: f.touched)
+            self._remove(victim)
             self.anomalies["limit.flows"] += 1
             self.evicted += 1
-            self._forget(victim)
             self._finish(victim, REASON_FORCED)
             self.ended.append(victim)
         flags = pkt.flags
@@ -183,11 +213,13 @@ class FlowTable:
         else:
             flow = Flow(key, pkt.proto, pkt.vlan, pkt.dst, pkt.dport, pkt.src, pkt.sport, pkt.ts, source)
             direction = TOCLIENT
-        reverse = (pkt.vlan, pkt.proto, pkt.dst, pkt.dport, pkt.src, pkt.sport)
-        self._index[key] = (flow, direction)
-        self._index[reverse] = (flow, 1 - direction)
-        flow.key = key
-        self._lru[key] = flow
+        reverse = flow_key(pkt.vlan, pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        index = self.indexes[pkt.proto]
+        index[key] = (flow, direction)
+        index[reverse] = (flow, 1 - direction)
+        flow.rkey = reverse
+        self._enqueue(flow)
+        self.count += 1
         self.created += 1
         if self.consumer_factory is not None:
             flow.consumer = self.consumer_factory(flow)
@@ -200,7 +232,7 @@ class FlowTable:
     def _tcp(self, flow: Flow, direction: int, pkt: Packet) -> None:
         flags = pkt.flags
         if flow.state == STATE_NEW and flags & TCP_ACK and (flow.pkts[0] and flow.pkts[1]):
-            flow.state = STATE_ESTABLISHED
+            self._set_state(flow, STATE_ESTABLISHED)
         streams = flow.streams
         if streams is not None:
             stream = streams[direction]
@@ -215,11 +247,11 @@ class FlowTable:
             if streams is not None:
                 streams[0].flush()
                 streams[1].flush()
-            flow.state = STATE_CLOSED
+            self._set_state(flow, STATE_CLOSED)
         elif flags & TCP_FIN:
             flow.fins |= 1 << direction
             if flow.fins == 3:
-                flow.state = STATE_CLOSED
+                self._set_state(flow, STATE_CLOSED)
 
     def _timeout_for(self, flow: Flow) -> int:
         limits = self.limits
@@ -233,33 +265,51 @@ class FlowTable:
 
     def _sweep(self, now: int) -> None:
         """Expire idle flows. Runs at most once per second of capture time."""
-        self._next_sweep = now + 1_000_000
-        limits = self.limits
-        shortest = min(limits.tcp_closed_timeout_us, limits.tcp_new_timeout_us, limits.udp_timeout_us)
-        expired = []
-        # The LRU is ordered by last activity (to within a second), so stop at the first flow
-        # that is younger than the shortest timeout: nothing after it can be due.
-        for flow in self._lru.values():
-            if now - flow.last < shortest - _LRU_TOUCH_US:
-                break
-            if now - flow.last > self._timeout_for(flow):
+        self.next_sweep = now + 1_000_000
+        for timeout, queue in self.queues.items():
+            expired = []
+            for flow in queue:
+                if now - flow.last <= timeout:
+                    # Queues are ordered by activity to within _LRU_TOUCH_US; a flow just
+                    # behind a live one is expired by a later sweep, at most that much late.
+                    break
                 expired.append(flow)
-        for flow in expired:
-            del self._lru[flow.key]
-            self._forget(flow)
-            self._finish(flow, REASON_TIMEOUT)
-            self.ended.append(flow)
+            for flow in expired:
+                self._remove(flow)
+                self._finish(flow, REASON_TIMEOUT)
+                self.ended.append(flow)
 
     def _end(self, flow: Flow, reason: str) -> None:
-        del self._lru[flow.key]
-        self._forget(flow)
+        self._remove(flow)
         self._finish(flow, reason)
         self.ended.append(flow)
 
+    def _set_state(self, flow: Flow, state: str) -> None:
+        flow.state = state
+        if flow.queue is not None:
+            del flow.queue[flow]
+            self._enqueue(flow)
+
+    def _enqueue(self, flow: Flow) -> None:
+        timeout = self._timeout_for(flow)
+        queue = self.queues.get(timeout)
+        if queue is None:
+            queue = self.queues[timeout] = OrderedDict()
+        queue[flow] = None
+        flow.queue = queue
+
+    def _remove(self, flow: Flow) -> None:
+        """Take a flow out of the index and its queue (it is ending)."""
+        if flow.queue is not None:
+            del flow.queue[flow]
+            flow.queue = None
+            self.count -= 1
+        self._forget(flow)
+
     def _forget(self, flow: Flow) -> None:
-        key = flow.key
-        self._index.pop(key, None)
-        self._index.pop((key[0], key[1], key[4], key[5], key[2], key[3]), None)
+        index = self.indexes[flow.proto]
+        index.pop(flow.key, None)
+        index.pop(flow.rkey, None)
 
     def _finish(self, flow: Flow, reason: str) -> None:
         flow.reason = reason

@@ -20,6 +20,7 @@ from agent.config import Config
 from agent.decode import PROTO_UDP, Decoder
 from agent.defrag import Defragmenter
 from agent.events import alert_event, flow_event
+from agent.fastpath import run_frames
 from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import Stats
@@ -59,8 +60,10 @@ def open_captures(paths: Sequence[str]) -> list[CaptureFile]:
 class Pipeline:
     """One single-threaded instance of every stage, fed frame by frame."""
 
-    def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats) -> None:
+    def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats, *,
+                 fast_path: bool = True) -> None:
         self.config = config
+        self.fast_path = fast_path       # False: every frame through the general path (tests compare)
         self.exporters = exporters
         self.stats = stats
         anomalies = stats.anomalies
@@ -107,39 +110,44 @@ class Pipeline:
                      done: int, total: int) -> None:
         stats = self.stats
         decode = self.decoder.decode
-        packet = self.flows.packet
-        pending = self.flows.ended       # flows ended by the table; a truthiness test per packet
+        table = self.flows
+        packet = table.packet
         finish_flow = self._finish_flow
-        packets = nbytes = decoded = 0
-        first_ts = stats.first_ts_us
-        ts = 0
-        for ts, linktype, data in capture.frames():
-            packets += 1
-            nbytes += len(data)
-            if not first_ts:
-                first_ts = ts
+        bypass = table.bypass
+
+        def slow(ts: int, linktype: int, data: memoryview) -> None:
             pkt = decode(ts, linktype, data)
-            if pkt is not None:
-                decoded += 1
-                flow, direction = packet(pkt, source)
-                findings = flow.user
-                if findings is not None:
-                    if pkt.proto == PROTO_UDP:
-                        flow.consumer.datagram(direction, pkt.payload, pkt.sport, pkt.dport)   # type: ignore[union-attr]
-                    if findings.changed:
-                        self._maybe_alert(flow, findings)   # type: ignore[arg-type]
-                if pending:
-                    for ended in self.flows.expired():
-                        finish_flow(ended)
-                    pending = self.flows.ended
-            if progress is not None and not packets & 0x3FFF:
+            if pkt is None:
+                return
+            flow, direction = packet(pkt, source)
+            findings = flow.user
+            if findings is not None:
+                session = flow.consumer
+                if pkt.proto == PROTO_UDP:
+                    session.datagram(direction, pkt.payload, pkt.sport, pkt.dport)  # type: ignore[union-attr]
+                elif flow.streams is not None and session.done:                    # type: ignore[union-attr]
+                    bypass(flow)
+                if findings.changed:
+                    self._maybe_alert(flow, findings)   # type: ignore[arg-type]
+            if table.ended:
+                for ended in table.expired():
+                    finish_flow(ended)
+
+        def tick() -> None:
+            if progress is not None:
                 progress(done + capture.offset, total, capture.path)
+
+        frames = capture.frames()
+        if self.fast_path:
+            packets, nbytes = run_frames(frames, table, slow, tick if progress else None)
+        else:
+            packets = nbytes = 0
+            for ts, linktype, data in frames:
+                packets += 1
+                nbytes += len(data)
+                slow(ts, linktype, data)
         stats.packets += packets
         stats.bytes += nbytes
-        stats.decoded += decoded
-        stats.first_ts_us = first_ts
-        if ts > stats.last_ts_us:
-            stats.last_ts_us = ts
 
     def finish(self) -> None:
         """End of input: every open flow ends (reason `shutdown`) and is exported."""

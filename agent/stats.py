@@ -15,26 +15,19 @@ from dataclasses import dataclass, field
 class Stats:
     packets: int = 0            # frames read from the capture source
     bytes: int = 0              # captured bytes of those frames
-    decoded: int = 0            # frames that reached the flow table
     flows: int = 0              # flows created
     flow_events: int = 0        # flow events emitted (boundary-crossing flows only)
     alerts: int = 0             # alert events emitted (at most one per flow)
     icmp: int = 0               # ICMP/ICMPv6 packets: counted, not tracked as flows
     other_ip: int = 0           # IP packets of other protocols (not tracked)
-    first_ts_us: int = 0
-    last_ts_us: int = 0
     anomalies: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: Stats) -> None:
         self.packets += other.packets
         self.bytes += other.bytes
-        self.decoded += other.decoded
         self.flows += other.flows
         self.flow_events += other.flow_events
         self.alerts += other.alerts
         self.icmp += other.icmp
         self.other_ip += other.other_ip
-        if other.first_ts_us and (not self.first_ts_us or other.first_ts_us < self.first_ts_us):
-            self.first_ts_us = other.first_ts_us
-        self.last_ts_us = max(self.last_ts_us, other.last_ts_us)
         self.anomalies.update(other.anomalies)

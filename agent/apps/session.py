@@ -114,6 +114,11 @@ class AppSession:
         if self.scanner is not None:
             self.scanner.close()
 
+    @property
+    def done(self) -> bool:
+        """Nothing more is needed from the byte stream: ciphertext, and the SNI is settled."""
+        return self.app_proto in _ENCRYPTED and not self._sni_pending
+
     # -- results -------------------------------------------------------------------------
 
     def event_app_proto(self) -> str | None:

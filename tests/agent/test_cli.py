@@ -76,7 +76,7 @@ def test_community_id_matches_the_published_v1_algorithm(capture: Path, tmp_path
     # TCP 128.232.110.120:34855 -> 66.35.250.204:80 is "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".
     from agent.events import community_id
     from agent.flows import Flow
-    flow = Flow((), 6, 0, bytes([128, 232, 110, 120]), 34855, bytes([66, 35, 250, 204]), 80, 0, 0)
+    flow = Flow(b"", 6, 0, bytes([128, 232, 110, 120]), 34855, bytes([66, 35, 250, 204]), 80, 0, 0)
     assert community_id(flow) == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
 
 
