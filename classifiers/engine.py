@@ -55,8 +55,9 @@ def _check_for(rule: Rule) -> Callable[[str], str | None]:
         return check_mrz
     if rule.class_id == "cn_uscc":
         def check_uscc(value: str) -> str | None:
-            # An all-digit USCC candidate that is a valid resident id is the id, not a code.
-            if value.isdigit() and validators.cn_resident_id(value):
+            # A candidate that is a valid resident id (17 digits + digit or X, both in the USCC
+            # alphabet) is the id, not a code: 1 in 31 ids would also pass the USCC check.
+            if validators.cn_resident_id(value):
                 return None
             return value if validate(value) else None
         return check_uscc
