@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--progress", choices=("auto", "always", "never"),
                         help="progress bar on stderr (default: auto = when stderr is a terminal)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+
+    rules = sub.add_parser("rules", help="list the classification rules, or test them on files",
+                           description="Inspect the personal-data classes and try them on text files.")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", parser_class=_Parser)
+    rules_sub.add_parser("list", help="one line per class: id, category, default sensitivity, description")
+    rules_test = rules_sub.add_parser(
+        "test", help="what would match in these files (values masked, never shown raw)",
+        description="Scan each file as one stream, the way a request body is scanned, and print "
+                    "one line per distinct value found: file, class, confidence, masked value.")
+    rules_test.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
 
@@ -68,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "replay":
             return _replay(args)
+        if args.command == "rules":
+            return _rules(args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as exc:
         print(f"egresswatch: error: {exc}", file=sys.stderr)
@@ -107,6 +119,37 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
     if not args.quiet:
         print(summary_line(result), file=sys.stderr)
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from classifiers.classes import CLASSES, SENSITIVITY_PROFILES
+    from classifiers.engine import Engine
+    from classifiers.normalize import MASKERS, ascii_digits_utf8
+
+    if args.rules_command == "list":
+        profile = SENSITIVITY_PROFILES["pipl-35273"]
+        for info in CLASSES:
+            sensitive = "sensitive" if profile[info.id] else "not-sensitive"
+            print(f"{info.id:<16} {info.category:<13} {sensitive:<14} {info.description}")
+        return 0
+    if args.rules_command != "test":
+        raise UsageError("rules needs an action: list or test")
+    engine = Engine()
+    for path in args.files:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        seen: dict[tuple[str, str], str] = {}
+
+        def found(class_id: str, value: str, confidence: str) -> None:
+            seen.setdefault((class_id, value), confidence)
+
+        engine.scan_bytes(ascii_digits_utf8(data), found)
+        for (class_id, value), confidence in seen.items():
+            print(f"{path}\t{class_id}\t{confidence}\t{MASKERS[class_id](value)}")
     return 0
 
 

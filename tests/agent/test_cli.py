@@ -101,7 +101,7 @@ def test_internal_override_changes_what_is_boundary_crossing(capture: Path, tmp_
     (["replay", "{capture}", "--internal", "10.0.0.0/33"], "bad CIDR"),
     (["replay", "{capture}", "--internal", "not-a-net"], "bad CIDR"),
     (["replay", "{capture}", "--home", "China"], "--home"),
-    (["replay", "{textfile}"], "not a capture"),
+    (["replay", "{textfile}"], "not a pcap or pcapng capture"),
     (["replay", "{capture}", "--config", "/nonexistent.toml"], "config file not found"),
     (["replay", "{capture}", "--config", "{badconfig}"], "unknown option"),
     (["replay"], "PCAP"),
@@ -157,3 +157,23 @@ def test_env_overrides_and_cli_beats_env(capture: Path, tmp_path: Path, monkeypa
 def test_help_is_useful():
     result = _run("replay", "--help")
     assert result.returncode == 0 and "--internal" in result.stdout and "examples" in result.stdout
+
+
+def test_rules_list_names_every_builtin_class():
+    result = _run("rules", "list")
+    assert result.returncode == 0
+    ids = [line.split()[0] for line in result.stdout.splitlines()]
+    assert ids == ["cn_resident_id", "cn_mobile", "payment_card", "email", "cn_uscc", "iban", "cn_passport"]
+
+
+def test_rules_test_prints_masked_values_only(tmp_path: Path):
+    from stdnum.cn import ric
+    body = "11010519800101123"
+    rid = body + ric.calc_check_digit(body + "0")
+    sample = tmp_path / "sample.txt"
+    sample.write_text(f"姓名 张三 身份证 {rid}\n电话 13812345678\n")
+    result = _run("rules", "test", str(sample))
+    assert result.returncode == 0
+    lines = sorted(line.split("\t")[1:] for line in result.stdout.splitlines())
+    assert lines == [["cn_mobile", "high", "138****5678"], ["cn_resident_id", "high", rid[:6] + "********" + rid[-4:]]]
+    assert rid not in result.stdout and "13812345678" not in result.stdout
