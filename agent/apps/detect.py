@@ -14,8 +14,11 @@ What it does not do:
   "not recognized".
 
 Every check is a prefix test, so a direction that has ruled out every protocol stays ruled
-out however many bytes follow; that is what lets `detect_tcp` answer False early. Hostile or
-truncated input never raises: it is simply not recognized.
+out however many bytes follow: once both directions have done so, `detect_tcp` answers False
+at once (no need to wait for 64 bytes each); a single talking direction is given 256 bytes for
+the other to answer. Both directions are checked for both roles, because the flow table has to
+guess who is the client when it picks a connection up in the middle. Hostile or truncated
+input never raises: it is simply not recognized.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from typing import Literal
 
 APP_PROTOS = ("http", "tls", "ssh", "smtp", "ftp", "dns")   # values used in events as app_proto
 
-# A direction with nothing recognized gives up at these sizes (see `detect_tcp`).
-_GIVE_UP_BOTH = 64
+# Bytes after which a direction that matches nothing stops waiting for the silent other one.
 _GIVE_UP_ONE = 256
 
 # Methods are case-sensitive (RFC 9110). WebDAV verbs are included: WebDAV is HTTP, and
@@ -44,6 +46,8 @@ _SSH_PRELUDE_SCAN = 1024                # RFC 4253 4.2: a server may send text l
 # First command a client sends after a "220" greeting (4 letters, then SP or CRLF).
 _SMTP_COMMANDS = frozenset((b"EHLO", b"HELO"))
 _FTP_COMMANDS = frozenset((b"USER", b"AUTH", b"FEAT", b"SYST", b"OPEN", b"HOST", b"OPTS", b"CLNT"))
+# Commands that follow EHLO in a mail transaction (RFC 5321 3.3, RFC 3207, RFC 4954).
+_SMTP_SECOND_COMMANDS = (b"MAIL FROM:", b"STARTTLS", b"AUTH ")
 # Greeting keywords, looked for (upper-cased) in the banner when the client has not spoken.
 _SMTP_BANNER_WORDS = (b"SMTP", b"POSTFIX", b"SENDMAIL", b"EXIM")   # "SMTP" also covers "ESMTP"
 _FTP_BANNER_WORDS = (b"FTP", b"FILEZILLA")                          # "FTP" covers vsFTPd, ProFTPD, Pure-FTPd
@@ -54,6 +58,7 @@ _TLS_MAX_RECORD = (1 << 14) + 2048      # RFC 5246 6.2.3 ciphertext limit; real 
 _SSL2_VERSIONS = frozenset((0x0002, 0x0300, 0x0301, 0x0302, 0x0303))
 
 _DNS_PORTS = frozenset((53, 5353))
+_NBNS_PORT = 137
 _DNS_OPCODES = frozenset((0, 1, 2, 4, 5))     # QUERY, IQUERY (obsolete), STATUS, NOTIFY, UPDATE
 _DNS_STRICT_OPCODES = frozenset((0, 4, 5))
 _DNS_QCLASSES = frozenset((1, 3, 4, 254, 255))  # IN, CH, HS, NONE, ANY
@@ -91,6 +96,8 @@ def detect_tcp(toserver: bytes, toclient: bytes, *, server_port: int | None = No
         return server
     if (toserver and client is _MAYBE) or (toclient and server is _MAYBE):
         return None
+    if not toclient and _smtp_without_greeting(toserver):
+        return "smtp"
     if toserver and toclient:
         return False                    # both directions ruled out everything
     # Only one direction has spoken and it matches nothing; the other may still send a
@@ -109,6 +116,8 @@ def detect_udp(payload: bytes, sport: int, dport: int) -> str | None:
     """
     if sport in _DNS_PORTS or dport in _DNS_PORTS:
         return "dns" if _dns_udp_plausible(payload) else None
+    if sport == _NBNS_PORT or dport == _NBNS_PORT:
+        return None         # NetBIOS name service borrowed DNS's format; it is not DNS
     return "dns" if _dns_udp_strict(payload) else None
 
 
@@ -122,6 +131,11 @@ def _client_side(data: bytes, dns_port: bool) -> str | None | Literal[False]:
         _prefix(data, _SSH_BANNERS, "ssh"),
         _dns_tcp(data, response=False, lenient=dns_port),
         _tls_records(data),
+        # The flow table guesses the roles of a flow picked up mid-connection (higher port =
+        # client), and the guess is sometimes wrong: accept the server's messages here too.
+        _tls_server_hello(data),
+        _prefix(data, (_HTTP_RESPONSE,), "http"),
+        _dns_tcp(data, response=True, lenient=dns_port),
     )
     return _combine(verdicts)
 
@@ -135,6 +149,10 @@ def _server_side(data: bytes, dns_port: bool) -> str | None | Literal[False]:
         _prefix(data, _SSH_BANNERS, "ssh"),
         _dns_tcp(data, response=True, lenient=dns_port),
         _tls_records(data),
+        # Roles swapped by the flow table's guess (see `_client_side`).
+        _tls_client_hello(data),
+        _http_request(data),
+        _dns_tcp(data, response=False, lenient=dns_port),
     )
     result = _combine(verdicts)
     if result is _NO:
@@ -189,6 +207,16 @@ def _first_command(data: bytes) -> str | None | Literal[False]:
     if verb in _FTP_COMMANDS:
         return "ftp" if len(data) > 4 else _MAYBE
     return _NO
+
+
+def _smtp_without_greeting(data: bytes) -> bool:
+    """EHLO/HELO followed by a mail transaction: an SMTP client in a capture that lacks the
+    server's side (asymmetric routing, one-way taps). One line alone is not enough."""
+    first_end = data.find(b"\n", 0, _BANNER_SCAN)
+    if first_end < 0 or data[:5].upper() not in (b"EHLO ", b"HELO "):
+        return False
+    second = data[first_end + 1:first_end + 1 + len(_SMTP_SECOND_COMMANDS[0])].upper()
+    return second.startswith(_SMTP_SECOND_COMMANDS)
 
 
 def _banner_words(banner: bytes) -> str | None:

@@ -6,7 +6,8 @@ What it does
 bytes in order, in pieces of any size (one byte at a time works), with explicit holes (`gap`).
 It returns `Chunk`s of *content* for a Hyperscan stream scanner:
 
-- ``http.uri``: the request target, percent-decoded (``path?query``, ``+`` is a space in the query);
+- ``http.uri``: the request target, percent-decoded (``path?query``, ``+`` is a space in the query),
+  ending with ``\\n``;
 - ``http.header``: values of headers that carry personal data — Cookie/Set-Cookie (percent-decoded),
   Referer/Location (decoded like a target), From, Forwarded, X-Forwarded-For, Content-Disposition
   and custom ``X-*`` headers. Authorization, Proxy-Authorization and X-* headers named like
@@ -25,7 +26,10 @@ It returns `Chunk`s of *content* for a Hyperscan stream scanner:
 together with ``kind`` they tell the scanner where one text ends and an unrelated one begins.
 Within one (direction, kind, part) chunks are consecutive content: the parser never inserts
 anything in the middle of content, and concatenating them gives the same bytes whatever the
-split points of the input were (the tests check every split point). Decoders keep only small
+split points of the input were (the tests check every split point). Every text ends with a
+``\\n`` (appended when its content did not end with one) as soon as the parser knows it ended,
+so a value at the very end of a message is complete for the scanner at once instead of only
+when the next message or the connection's end comes. Decoders keep only small
 carries (an incomplete ``%X``, JSON escape, base64 quantum, multipart delimiter); the only
 sizeable buffer is a message head, bounded by `HttpLimits.header_bytes`.
 
@@ -35,7 +39,8 @@ HEAD responses and 1xx/204/304, request methods paired with responses through a 
 
 What it does not do
 -------------------
-HTTP/2 and HTTP/0.9; WebSocket frames after an upgrade; zstd/compress codings (counted
+HTTP/2 and HTTP/0.9; HTML character references and XML entities (passed through as they are);
+WebSocket frames after an upgrade; zstd/compress codings (counted
 ``app.http.encoding_unsupported``, body not emitted); ``Expect: 100-continue`` requests whose body
 is never sent (the next request would be read as body); header values in charsets other than
 what is on the wire. Bodies past `HttpLimits.body_bytes` and decompression past the output or
@@ -116,7 +121,7 @@ _KNOWN_METHODS = frozenset((
     b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
     b"MKCALENDAR", b"SEARCH", b"PURGE", b"LINK", b"UNLINK", b"ACL", b"BIND", b"REBIND", b"UNBIND",
-    b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"MSEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
+    b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"M-SEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
 ))
 
 _METHOD = re.compile(rb"[A-Z][A-Z0-9_.-]{0,31}")
@@ -128,13 +133,14 @@ _STATUS_PREFIX = re.compile(
 _HEAD_END = re.compile(rb"\n\r?\n")
 _CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 _PARAM = re.compile(r'\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
-_JSON_ESC = re.compile(
-    rb"(?P<u>(?:\\u[0-9A-Fa-f]{4})+)"   # a run of \uXXXX: decoded at once (surrogate pairs inside)
-    rb"|(?P<p>\\u[0-9A-Fa-f]{0,3}\Z)"   # incomplete \u at the end of the piece
-    rb"|(?P<s>\\[\s\S])"                # two-character escape (or an invalid one, kept as is)
-    rb"|(?P<b>\\\Z)")                   # lone backslash at the end of the piece
-_JSON_SIMPLE = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\x08", ord("f"): b"\x0c",
-                ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
+# A run of \uXXXX (decoded at once: surrogate pairs inside), or a two-byte escape. Both start
+# with a literal backslash, which lets the regex engine skip ahead with a fast prefix search.
+_JSON_ESC = re.compile(rb"\\(?:u[0-9A-Fa-f]{4}(?:\\u[0-9A-Fa-f]{4})*|[\s\S])")
+_JSON_U_RUN = re.compile(rb"\\u[0-9A-Fa-f]{4}(?:\\u[0-9A-Fa-f]{4})*")
+_JSON_SIMPLE = {b'\\"': b'"', b"\\\\": b"\\", b"\\/": b"/", b"\\b": b"\x08", b"\\f": b"\x0c",
+                b"\\n": b"\n", b"\\r": b"\r", b"\\t": b"\t"}
+_JSON_SIMPLE_NO_BACKSLASH = tuple((k, v) for k, v in _JSON_SIMPLE.items() if k != b"\\\\")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 # Header values emitted, by how they are decoded. X-* headers are emitted unless named like
 # credentials (credentials are not personal data we report on, and must not end up in findings).
@@ -254,53 +260,64 @@ def _json_unescape(data: bytes, final: bool) -> tuple[bytes, int]:
     """Resolve JSON string escapes in `data`; returns (decoded, consumed).
 
     Not final: an escape cut by the end of the piece, and a trailing high surrogate (its low
-    half may follow), are left unconsumed for the caller to carry (at most 11 bytes).
+    half may follow), are left unconsumed for the caller to carry (at most 11 bytes). Outside
+    strings valid JSON has no backslash, so the text is not parsed, only its escapes resolved.
     """
-    parts: list[bytes] = []
+    cut = len(data) if final else _json_cut(data)
+    piece = data[:cut]
+    if b"\\" not in piece:
+        return piece, cut
+    if b"\\\\" not in piece:
+        # Fast path: with no escaped backslash every backslash starts an escape, so the two-byte
+        # escapes can be replaced independently at C speed; only \u runs need a callback.
+        for esc, rep in _JSON_SIMPLE_NO_BACKSLASH:
+            if esc in piece:
+                piece = piece.replace(esc, rep)
+        if b"\\u" in piece:
+            piece = _JSON_U_RUN.sub(_u_run_repl, piece)
+        return piece, cut
+    return _JSON_ESC.sub(_json_repl, piece), cut
+
+
+def _json_cut(data: bytes) -> int:
+    """Where the complete part of a JSON piece ends (see `_json_unescape`)."""
     n = len(data)
-    pos = 0
     cut = n
-    tail_run: re.Match[bytes] | None = None
-    for m in _JSON_ESC.finditer(data):
-        kind = m.lastgroup
-        s, e = m.span()
-        if tail_run is not None and kind != "p" and kind != "b":
-            ts, te = tail_run.span()
-            parts.append(data[pos:ts])
-            parts.append(_decode_u_run(data[ts:te]))
-            pos = te
-            tail_run = None
-        if kind == "u":
-            if not final and e >= n - 5:
-                tail_run = m          # may be followed by a partial escape at the very end
-                continue
-            parts.append(data[pos:s])
-            parts.append(_decode_u_run(data[s:e]))
-            pos = e
-        elif kind == "s":
-            parts.append(data[pos:s])
-            parts.append(_JSON_SIMPLE.get(data[s + 1], data[s:e]))
-            pos = e
-        elif not final:               # partial escape at the end: carry it
-            cut = s
-        # final and partial: left in place, as literal text
-    if tail_run is not None:
-        ts, te = tail_run.span()
-        end = te
-        if te == cut and 0xD8 <= int(data[te - 4:te - 2], 16) <= 0xDB:
-            end = te - 6              # high surrogate at the cut: its low half may come next
-            cut = end
-        parts.append(data[pos:ts])
-        if end > ts:
-            parts.append(_decode_u_run(data[ts:end]))
-        pos = end
-    parts.append(data[pos:cut])
-    return b"".join(parts), cut
+    i = data.rfind(b"\\", max(0, n - 5))     # an incomplete escape starts at the last backslash
+    if i >= 0 and _escape_starts(data, i):
+        tail = data[i + 1:]
+        if not tail or (tail[0] == 0x75 and len(tail) < 5 and all(c in _HEX for c in tail[1:])):
+            cut = i
+    j = cut - 6
+    if (j >= 0 and data[j:j + 2] == b"\\u" and data[j + 2] in b"dD" and data[j + 3] in b"89abAB"
+            and data[j + 4] in _HEX and data[j + 5] in _HEX and _escape_starts(data, j)):
+        cut = j                              # high surrogate: the low half may be in the next piece
+    return cut
+
+
+def _escape_starts(data: bytes, i: int) -> bool:
+    """Is the backslash at `i` an escape's first byte (not the second of an escaped backslash)?"""
+    j = i
+    while j > 0 and data[j - 1] == 0x5C:
+        j -= 1
+    return (i - j) % 2 == 0
+
+
+def _json_repl(m: re.Match[bytes]) -> bytes:
+    s = m.group()
+    if len(s) == 2:
+        return _JSON_SIMPLE.get(s, s)        # an invalid escape is kept as it is
+    return _decode_u_run(s)
+
+
+def _u_run_repl(m: re.Match[bytes]) -> bytes:
+    return _decode_u_run(m.group())
 
 
 def _decode_u_run(run: bytes) -> bytes:
     """``\\u5f20\\ud83d\\ude00`` → UTF-8; pairs combine, lone surrogates become U+FFFD."""
-    return bytes.fromhex(run.replace(b"\\u", b"").decode("ascii")).decode("utf-16-be", "replace").encode("utf-8")
+    units = bytes.fromhex(run.replace(b"\\u", b"").decode("ascii"))
+    return codecs.utf_16_be_decode(units, "replace", True)[0].encode("utf-8")
 
 
 # -- body pipeline --------------------------------------------------------------------------------
@@ -352,9 +369,10 @@ class _Sink:
         self.stopped = False
         self.parts = 0
 
-    def emit(self, kind: str, part: int, data: bytes) -> None:
+    def emit(self, kind: str, part: int, data: bytes) -> bytes:
+        """Emit body content within the limit; returns what was emitted."""
         if self.stopped or not data:
-            return
+            return b""
         room = self.limits.body_bytes - self.emitted
         if len(data) > room:
             data = data[:room]
@@ -364,6 +382,7 @@ class _Sink:
             self.emitted += len(data)
             side = self.side
             side.out.append(Chunk(side.direction, kind, data, part))
+        return data
 
     def meta(self, kind: str, part: int, data: bytes) -> None:
         """URI and header values: small, bounded by the head limit, not counted as body."""
@@ -393,18 +412,30 @@ class _Null:
 
 
 class _Emit:
-    __slots__ = ("sink", "kind", "part")
+    """End of a pipeline: content chunks of one (kind, part).
+
+    When the text ends (message, part or abandoned body) a ``\n`` is appended unless the text
+    already ended with one: a value at the very end of a body is then complete for the scanner
+    at once, rather than when the next message (or the connection's end) comes.
+    """
+
+    __slots__ = ("sink", "kind", "part", "open")
 
     def __init__(self, sink: _Sink, kind: str, part: int) -> None:
         self.sink = sink
         self.kind = kind
         self.part = part
+        self.open = False            # something was emitted and it did not end with a line break
 
     def write(self, data: bytes) -> None:
-        self.sink.emit(self.kind, self.part, data)
+        emitted = self.sink.emit(self.kind, self.part, data)
+        if emitted:
+            self.open = emitted[-1] != 0x0A
 
     def close(self) -> None:
-        pass
+        if self.open:
+            self.open = False
+            self.sink.meta(self.kind, self.part, b"\n")
 
 
 class _Transcode:
@@ -1175,7 +1206,7 @@ class HttpParser:
         method, target = m.group(1), m.group(2)
         part = side.new_part()
         sink = _Sink(side, self.limits, self.anomalies)
-        sink.meta("http.uri", part, _decode_url(target))
+        sink.meta("http.uri", part, _decode_url(target) + b"\n")
         self._emit_fields(sink, part, fields)
         self._methods.append(method)
         if method == b"CONNECT":
@@ -1193,6 +1224,7 @@ class HttpParser:
             if status == 101:                        # protocol switched: nothing HTTP follows
                 self.anomalies["app.http.upgrade"] += 1
                 for s in self._sides:
+                    s.out = side.out             # what the other side flushes is returned now
                     self._drop_message(s)
                     s.state = _S_TUNNEL
             return                                   # interim (100 Continue, 103): the final one follows

@@ -142,8 +142,10 @@ def _parse_hello(b: memoryview | bytes) -> str | Literal[False]:
 def _server_name(b: memoryview | bytes, p: int, end: int) -> str | Literal[False]:
     if p + 2 > end:
         return False
-    end = min(end, p + 2 + (b[p] << 8 | b[p + 1]))
-    p += 2
+    list_end = p + 2 + (b[p] << 8 | b[p + 1])
+    if list_end > end:
+        return False
+    p, end = p + 2, list_end
     while p + 3 <= end:
         name_type = b[p]
         name_end = p + 3 + (b[p + 1] << 8 | b[p + 2])
