@@ -79,11 +79,7 @@ def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
     """The `flow` event for a finished flow, oriented client -> server."""
     event = _header(flow, "flow", flow.last, pcap_filename, app_proto, direction)
     event["flow"] = {
-        "pkts_toserver": flow.pkts[TOSERVER],
-        "pkts_toclient": flow.pkts[TOCLIENT],
-        "bytes_toserver": flow.bytes[TOSERVER],
-        "bytes_toclient": flow.bytes[TOCLIENT],
-        "start": format_ts(flow.start),
+        **_counters(flow),
         "end": format_ts(flow.last),
         "age": (flow.last - flow.start) // 1_000_000,
         "state": flow.state,
@@ -111,14 +107,18 @@ def alert_event(flow: Flow, classification: dict[str, Any], *, pcap_filename: st
         "severity": classification["severity"],
     }
     event["classification"] = classification
-    event["flow"] = {
+    event["flow"] = _counters(flow)
+    return event
+
+
+def _counters(flow: Flow) -> dict[str, Any]:
+    return {
         "pkts_toserver": flow.pkts[TOSERVER],
         "pkts_toclient": flow.pkts[TOCLIENT],
         "bytes_toserver": flow.bytes[TOSERVER],
         "bytes_toclient": flow.bytes[TOCLIENT],
         "start": format_ts(flow.start),
     }
-    return event
 
 
 def dumps(event: dict[str, Any]) -> str:
