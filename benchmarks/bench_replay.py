@@ -3,6 +3,7 @@
     python -m benchmarks.bench_replay CAPTURE [--repeat N]
 
 Stages measured on the same file in one run, each a full pass:
+  reference     a minimal careful loop (mmap + struct + dict of 5-tuples): the yardstick
   read          capture reader only (mmap + record headers)
   decode        read + decode to Packet
   flows         read + decode + flow-table lookup/update (no reassembly), through agent.fastpath
@@ -74,6 +75,39 @@ def stage_flows(path: str) -> tuple[int, int]:
     return packets, nbytes
 
 
+def stage_reference(path: str) -> tuple[int, int]:
+    """The yardstick: a minimal careful loop (mmap, struct, dict of 5-tuples, counters) that
+    knows only classic pcap, untagged Ethernet/IPv4/TCP/UDP and nothing of anomalies, limits,
+    timeouts or reassembly. What the issue calls "a careful pure-Python loop"."""
+    import mmap
+    import struct
+
+    rec = struct.Struct("<IIII").unpack_from
+    ports = struct.Struct("!HH").unpack_from
+    table: dict[bytes, list[int]] = {}
+    packets = nbytes = 0
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        end = len(mm)
+        off = 24
+        while off + 16 <= end:
+            _sec, _usec, incl, _orig = rec(mm, off)
+            start = off + 16
+            off = start + incl
+            packets += 1
+            nbytes += incl
+            if mm[start + 12] == 8 and mm[start + 13] == 0 and mm[start + 23] in (6, 17):
+                ihl = (mm[start + 14] & 15) * 4
+                sport, dport = ports(mm, start + 14 + ihl)
+                key = mm[start + 26:start + 34] + bytes((mm[start + 23],)) + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+                counters = table.get(key)
+                if counters is None:
+                    table[key] = [1, incl]
+                else:
+                    counters[0] += 1
+                    counters[1] += incl
+    return packets, nbytes
+
+
 def stage_pipeline(path: str) -> tuple[int, int]:
     from agent.pipeline import Pipeline
 
@@ -86,7 +120,8 @@ def stage_pipeline(path: str) -> tuple[int, int]:
 
 
 STAGES: dict[str, Callable[[str], tuple[int, int]]] = {
-    "read": stage_read, "decode": stage_decode, "flows": stage_flows, "pipeline": stage_pipeline,
+    "reference": stage_reference, "read": stage_read, "decode": stage_decode, "flows": stage_flows,
+    "pipeline": stage_pipeline,
 }
 
 
@@ -99,7 +134,8 @@ def main() -> int:
     size = os.path.getsize(args.capture)
     print(f"# {args.capture}: {size / 1e6:.1f} MB; Python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; best of {args.repeat}")
-    print(f"{'stage':<10} {'Mbit/s':>9} {'packets/s':>11} {'seconds':>8}")
+    print(f"{'stage':<10} {'Mbit/s':>9} {'packets/s':>11} {'seconds':>8} {'vs reference':>13}")
+    reference = None
     for name in args.stages.split(","):
         best = float("inf")
         packets = nbytes = 0
@@ -107,7 +143,11 @@ def main() -> int:
             started = time.perf_counter()
             packets, nbytes = STAGES[name](args.capture)
             best = min(best, time.perf_counter() - started)
-        print(f"{name:<10} {nbytes * 8 / 1e6 / best:9.0f} {packets / best:11,.0f} {best:8.2f}")
+        rate = packets / best
+        if name == "reference":
+            reference = rate
+        ratio = f"{rate / reference:12.2f}x" if reference else f"{'':>13}"
+        print(f"{name:<10} {nbytes * 8 / 1e6 / best:9.0f} {rate:11,.0f} {best:8.2f} {ratio}")
         sys.stdout.flush()
     return 0
 

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 WINDOW = 512              # bytes of history kept per stream: longest value plus hotword context
 HOTWORD_REACH = 48        # a hotword must end within this many bytes before the value
 EMAIL_LOCAL_MAX = 64
+BINARY_CONTEXT = 16       # bytes either side of an e-mail candidate checked for binary data
+_TEXT_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\r\f\v") + b"\x7f"
 
 ValueSink = Callable[[str, str, str], None]    # (class_id, normalized value, confidence)
 
@@ -189,7 +191,7 @@ class ScanStream:
         tail, base = self._tail, self._base
         if rule.class_id == "email":
             start = self._email_start(start, ends[0])
-            if start < 0:
+            if start < 0 or self._binary_around(start, ends[0]):
                 return
         elif start < base:
             return                        # longer than the window: no identifier we know is
@@ -221,6 +223,26 @@ class ScanStream:
         while lo > 0 and at - lo < EMAIL_LOCAL_MAX and tail[lo - 1] in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-":
             lo -= 1
         return base + lo if lo < at else -1
+
+    def _binary_around(self, start: int, end: int) -> bool:
+        """True when the bytes around a candidate look like binary data, not text.
+
+        Random bytes (compressed or encrypted uploads) spell a syntactically valid short address
+        such as `I@zn.ml` every few tens of kilobytes; digit classes need 11+ digits and
+        checksums, so only the e-mail class needs this. Text has no C0 control bytes other than
+        whitespace, and its non-ASCII bytes are valid UTF-8 (GBK and UTF-16 are transcoded
+        before scanning)."""
+        tail, base = self._tail, self._base
+        lo, hi = max(0, start - base - BINARY_CONTEXT), min(len(tail), end - base + BINARY_CONTEXT)
+        context = bytes(tail[lo:hi])
+        if context.translate(None, _TEXT_CONTROLS) != context:
+            return True
+        try:
+            context.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # A multi-byte character cut by the window edge is still text.
+            return not (exc.start >= len(context) - 3 or exc.end <= 3)
+        return False
 
     def _has_hotword(self, rule_index: int, lo: int) -> bool:
         context = bytes(self._tail[max(0, lo - HOTWORD_REACH):lo]).lower()

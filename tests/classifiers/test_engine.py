@@ -188,3 +188,10 @@ def test_database_cache_round_trip(tmp_path):
     second = Engine(cache_dir=tmp_path)
     assert classes(found(second, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
     assert first.database is not second.database
+
+
+def test_email_shapes_inside_binary_data_are_not_addresses(engine):
+    # Random upload bytes spelled this one in the 300 MB benchmark capture.
+    assert found(engine, b"\x00\x91\x1bI@zn.ml\x03\xff\xfe") == []
+    assert classes(found(engine, "联系邮箱：li.si@example.cn。".encode())) == [("email", "li.si@example.cn")]
+    assert classes(found(engine, "邮箱 wang@example.cn".encode("utf-8") + b"\r\n")) == [("email", "wang@example.cn")]
