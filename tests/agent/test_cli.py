@@ -80,6 +80,25 @@ def test_community_id_matches_the_published_v1_algorithm(capture: Path, tmp_path
     assert community_id(flow) == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
 
 
+def test_community_id_agrees_with_the_reference_package_on_random_tuples():
+    import random
+
+    import communityid
+
+    from agent.events import community_id
+    from agent.flows import Flow
+    rng = random.Random(4)
+    reference = communityid.CommunityID(seed=0)
+    for _ in range(500):
+        size = rng.choice((4, 16))
+        a, b = rng.randbytes(size), rng.randbytes(size)
+        if rng.random() < 0.1:
+            b = a                                        # same address: ports decide the order
+        proto, ap, bp = rng.choice((6, 17)), rng.randrange(65536), rng.randrange(65536)
+        flow = Flow(b"", proto, 0, a, ap, b, bp, 0, 0)
+        assert community_id(flow) == str(reference.calc(communityid.FlowTuple(proto, a, b, ap, bp)))
+
+
 def test_output_is_byte_identical_across_runs(capture: Path, tmp_path: Path):
     outs = []
     for n in range(2):
