@@ -134,21 +134,22 @@ def main() -> int:
     size = os.path.getsize(args.capture)
     print(f"# {args.capture}: {size / 1e6:.1f} MB; Python {platform.python_version()} on {platform.machine()}, "
           f"{os.cpu_count()} CPUs; best of {args.repeat}")
-    print(f"{'stage':<10} {'Mbit/s':>9} {'packets/s':>11} {'seconds':>8} {'vs reference':>13}")
-    reference = None
-    for name in args.stages.split(","):
-        best = float("inf")
-        packets = nbytes = 0
-        for _ in range(args.repeat):
+    names = args.stages.split(",")
+    best = {name: float("inf") for name in names}
+    counts: dict[str, tuple[int, int]] = {}
+    # Repeats are interleaved across stages so that a noisy neighbour hurts all stages alike.
+    for _ in range(args.repeat):
+        for name in names:
             started = time.perf_counter()
-            packets, nbytes = STAGES[name](args.capture)
-            best = min(best, time.perf_counter() - started)
-        rate = packets / best
-        if name == "reference":
-            reference = rate
+            counts[name] = STAGES[name](args.capture)
+            best[name] = min(best[name], time.perf_counter() - started)
+    print(f"{'stage':<10} {'Mbit/s':>9} {'packets/s':>11} {'seconds':>8} {'vs reference':>13}")
+    reference = counts["reference"][0] / best["reference"] if "reference" in counts else None
+    for name in names:
+        packets, nbytes = counts[name]
+        rate = packets / best[name]
         ratio = f"{rate / reference:12.2f}x" if reference else f"{'':>13}"
-        print(f"{name:<10} {nbytes * 8 / 1e6 / best:9.0f} {rate:11,.0f} {best:8.2f} {ratio}")
-        sys.stdout.flush()
+        print(f"{name:<10} {nbytes * 8 / 1e6 / best[name]:9.0f} {rate:11,.0f} {best[name]:8.2f} {ratio}")
     return 0
 
 
