@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
     replay.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
                                                          "see deploy/egresswatch.toml")
+    replay.add_argument("--sensitivity-profile", metavar="NAME",
+                        help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
+                             "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
     replay.add_argument("--progress", choices=("auto", "always", "never"),
                         help="progress bar on stderr (default: auto = when stderr is a terminal)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
@@ -96,7 +99,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     config = load(args.config, environment(), {
         "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
-        "home": args.home, "progress": args.progress,
+        "home": args.home, "progress": args.progress, "sensitivity_profile": args.sensitivity_profile,
     })
     if config.geoip_db is not None:
         try:

@@ -5,7 +5,7 @@ the environment or a global. Every option, its unit and its default is documente
 `deploy/egresswatch.toml`; `egresswatch config --defaults` prints the effective values.
 
 Environment overrides (for containers): EGRESSWATCH_CONFIG, EGRESSWATCH_INTERNAL,
-EGRESSWATCH_EVE, EGRESSWATCH_GEOIP_DB, EGRESSWATCH_HOME.
+EGRESSWATCH_EVE, EGRESSWATCH_GEOIP_DB, EGRESSWATCH_HOME, EGRESSWATCH_SENSITIVITY_PROFILE.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 from agent.errors import UsageError
 from agent.flows import FlowLimits
+from classifiers.classes import SENSITIVITY_PROFILES
+from classifiers.findings import FindingLimits
 from geo.networks import DEFAULT_INTERNAL, parse_cidrs
 
 
@@ -36,6 +38,8 @@ class Config:
     geoip_db: str | None = None
     home: tuple[str, ...] = ("CN",)
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
+    sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
+    findings: FindingLimits = field(default_factory=FindingLimits)
     flows: FlowLimits = field(default_factory=FlowLimits)
     defrag: DefragLimits = field(default_factory=DefragLimits)
 
@@ -45,6 +49,7 @@ _ENV = {
     "EGRESSWATCH_EVE": "eve",
     "EGRESSWATCH_GEOIP_DB": "geoip_db",
     "EGRESSWATCH_HOME": "home",
+    "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
 }
 
 
@@ -102,7 +107,9 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             config = replace(config, flows=_limits_from(_table(value, key, path), FlowLimits, key))
         elif key == "defrag":
             config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
-        elif key in ("internal", "eve", "geoip_db", "home", "progress"):
+        elif key == "findings":
+            config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
+        elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -124,6 +131,10 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if value not in ("auto", "always", "never"):
             raise UsageError(f"progress must be auto, always or never; got {value!r}")
         return replace(config, progress=value)
+    if name == "sensitivity_profile":
+        if value not in SENSITIVITY_PROFILES:
+            raise UsageError(f"sensitivity profile must be one of {', '.join(SENSITIVITY_PROFILES)}; got {value!r}")
+        return replace(config, sensitivity_profile=value)
     if name in ("eve", "geoip_db"):
         if not isinstance(value, str) or not value:
             raise UsageError(f"{name} must be a path")

@@ -26,7 +26,7 @@ from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import Stats
 from classifiers.classes import SENSITIVITY_PROFILES
 from classifiers.engine import Engine
-from classifiers.findings import FindingLimits, Findings
+from classifiers.findings import Findings
 from geo.networks import InternalNetworks
 
 ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, current file)
@@ -74,8 +74,8 @@ class Pipeline:
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, anomalies, self._session_for)
         self.engine = Engine()
-        self.finding_limits = FindingLimits()
-        self.sensitivity = SENSITIVITY_PROFILES["pipl-35273"]
+        self.finding_limits = config.findings
+        self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
         self.source_names: list[str] = []
 
