@@ -196,3 +196,22 @@ def test_rules_test_prints_masked_values_only(tmp_path: Path):
     lines = sorted(line.split("\t")[1:] for line in result.stdout.splitlines())
     assert lines == [["cn_mobile", "high", "138****5678"], ["cn_resident_id", "high", rid[:6] + "********" + rid[-4:]]]
     assert rid not in result.stdout and "13812345678" not in result.stdout
+
+
+def test_several_captures_in_one_run_name_their_files(capture: Path, tmp_path: Path):
+    sample = PROJECT_ROOT / "samples" / "sample-egress.pcap"
+    out = tmp_path / "eve.json"
+    assert main(["replay", str(sample), str(capture), "--eve", str(out), "-q"]) == 0
+    names = {e["pcap_filename"] for e in map(json.loads, out.read_text().splitlines())}
+    assert names == {str(sample), str(capture)}
+
+
+def test_gzip_compressed_capture_gives_the_same_events(capture: Path, tmp_path: Path):
+    import gzip
+    packed = tmp_path / "two.pcap.gz"
+    packed.write_bytes(gzip.compress(capture.read_bytes()))
+    plain_out, gz_out = tmp_path / "plain.json", tmp_path / "gz.json"
+    assert main(["replay", str(capture), "--eve", str(plain_out), "-q"]) == 0
+    assert main(["replay", str(packed), "--eve", str(gz_out), "-q"]) == 0
+    strip = lambda text: [{k: v for k, v in json.loads(l).items() if k != "pcap_filename"} for l in text.splitlines()]
+    assert strip(plain_out.read_text()) == strip(gz_out.read_text())
