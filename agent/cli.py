@@ -8,6 +8,8 @@ capture, bad CIDR, bad config), always as one line `egresswatch: error: ...`; 13
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(format="egresswatch: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -109,7 +112,8 @@ def _replay(args: argparse.Namespace) -> int:
     captures = open_captures(args.pcaps)
     writer = EveWriter(config.eve)
     stats = Stats()
-    pipeline = Pipeline(config, [writer], stats)
+    # EGRESSWATCH_STRICT=1 (set by the test suite) turns contained internal errors into failures.
+    pipeline = Pipeline(config, [writer], stats, strict=bool(os.environ.get("EGRESSWATCH_STRICT")))
     show = config.progress == "always" or (config.progress == "auto" and sys.stderr.isatty())
     progress = Progress(sys.stderr) if show else None
     try:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import logging
 import os
 
 from agent.apps.session import AppSession
@@ -28,6 +29,8 @@ from classifiers.classes import SENSITIVITY_PROFILES
 from classifiers.engine import Engine
 from classifiers.findings import Findings
 from geo.networks import InternalNetworks
+
+logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, current file)
 
@@ -61,8 +64,9 @@ class Pipeline:
     """One single-threaded instance of every stage, fed frame by frame."""
 
     def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats, *,
-                 fast_path: bool = True) -> None:
+                 fast_path: bool = True, strict: bool = False) -> None:
         self.config = config
+        self.strict = strict             # re-raise internal errors (tests) instead of counting them
         self.fast_path = fast_path       # False: every frame through the general path (tests compare)
         self.exporters = exporters
         self.stats = stats
@@ -88,7 +92,7 @@ class Pipeline:
         flow.user = findings
         # Egress: the inside client's requests. Ingress: what the inside server sends back.
         inspect = TOSERVER if client_inside else TOCLIENT
-        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add))
+        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add), strict=self.strict)
 
     def replay(self, captures: Sequence[CaptureFile], progress: ProgressFn | None = None) -> ReplayResult:
         result = ReplayResult(self.stats)
@@ -116,22 +120,26 @@ class Pipeline:
         bypass = table.bypass
 
         def slow(ts: int, linktype: int, data: memoryview) -> None:
-            pkt = decode(ts, linktype, data)
-            if pkt is None:
-                return
-            flow, direction = packet(pkt, source)
-            findings = flow.user
-            if findings is not None:
-                session = flow.consumer
-                if pkt.proto == PROTO_UDP:
-                    session.datagram(direction, pkt.payload, pkt.sport, pkt.dport)  # type: ignore[union-attr]
-                elif flow.streams is not None and session.done:                    # type: ignore[union-attr]
-                    bypass(flow)
-                if findings.changed:
-                    self._maybe_alert(flow, findings)   # type: ignore[arg-type]
-            if table.ended:
-                for ended in table.expired():
-                    finish_flow(ended)
+            flow = None
+            try:
+                pkt = decode(ts, linktype, data)
+                if pkt is None:
+                    return
+                flow, direction = packet(pkt, source)
+                findings = flow.user
+                if findings is not None:
+                    session = flow.consumer
+                    if pkt.proto == PROTO_UDP:
+                        session.datagram(direction, pkt.payload, pkt.sport, pkt.dport)  # type: ignore[union-attr]
+                    elif flow.streams is not None and session.done:                    # type: ignore[union-attr]
+                        bypass(flow)
+                    if findings.changed:
+                        self._maybe_alert(flow, findings)   # type: ignore[arg-type]
+                if table.ended:
+                    for ended in table.expired():
+                        finish_flow(ended)
+            except Exception as exc:      # a bug met by odd traffic must not end the run
+                self._contain(exc, flow)
 
         def tick() -> None:
             if progress is not None:
@@ -152,10 +160,25 @@ class Pipeline:
     def finish(self) -> None:
         """End of input: every open flow ends (reason `shutdown`) and is exported."""
         for flow in self.flows.drain():
-            self._finish_flow(flow)
+            try:
+                self._finish_flow(flow)
+            except Exception as exc:
+                self._contain(exc, None)
         self.stats.flows = self.flows.created
         self.stats.icmp = self.decoder.icmp
         self.stats.other_ip = self.decoder.other_ip
+
+    def _contain(self, exc: Exception, flow: Flow | None) -> None:
+        """Count and log (once per kind) an internal error; stop inspecting the flow it hit."""
+        if self.strict:
+            raise exc
+        kind = f"internal.{type(exc).__name__}"
+        if not self.stats.anomalies[kind]:
+            logger.error("internal error while processing traffic (counted as %s; further ones only "
+                         "counted)", kind, exc_info=exc)
+        self.stats.anomalies[kind] += 1
+        if flow is not None:
+            self.flows.bypass(flow)
 
     def _maybe_alert(self, flow: Flow, findings: Findings) -> None:
         """At most one alert per flow, as soon as its export direction carries a valid value."""

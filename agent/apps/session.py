@@ -16,8 +16,11 @@ into the network is never counted.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agent.apps.detect import detect_tcp, detect_udp
 from agent.apps.http import Chunk, HttpParser
@@ -26,19 +29,48 @@ from agent.reassembly import TOCLIENT, TOSERVER
 from classifiers.engine import ScanStream
 from classifiers.normalize import ascii_digits_utf8
 
+logger = logging.getLogger(__name__)
+_Method = TypeVar("_Method", bound=Callable[..., None])
+
 DETECT_BYTES = 4096        # per direction; detection gives up ("failed") past this
 _ENCRYPTED = frozenset(("tls", "ssh"))
 _SEPARATOR = b"\n"         # written between unrelated texts so no value spans them
 
 
+def _contained(method: _Method) -> _Method:
+    """A bug that odd traffic triggers in a parser must not end the run: count it (`internal.*`),
+    log the first of each kind with its traceback, and stop inspecting this flow. With
+    `strict` (the test suite) the exception propagates instead."""
+
+    @functools.wraps(method)
+    def guarded(self: AppSession, *args: Any) -> None:
+        if self.broken:
+            return
+        try:
+            method(self, *args)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.broken = True
+            kind = f"internal.app.{type(exc).__name__}"
+            if not self.anomalies[kind]:
+                logger.error("internal error in %s handling (counted as %s; further ones only counted)",
+                             self.app_proto or "app", kind, exc_info=exc)
+            self.anomalies[kind] += 1
+    return guarded  # type: ignore[return-value]
+
+
 class AppSession:
     """Detects app_proto for one flow, extracts content, and scans the export direction."""
 
-    __slots__ = ("anomalies", "inspect", "scanner", "app_proto", "sni", "gaps", "seen", "_head", "_hello",
-                 "_detecting", "_sni_pending", "_http", "_raw", "_last_part", "_finished")
+    __slots__ = ("anomalies", "inspect", "scanner", "strict", "broken", "app_proto", "sni", "gaps", "seen",
+                 "_head", "_hello", "_detecting", "_sni_pending", "_http", "_raw", "_last_part", "_finished")
 
-    def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None) -> None:
+    def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None, *,
+                 strict: bool = False) -> None:
         self.anomalies = anomalies
+        self.strict = strict
+        self.broken = False                      # an internal error stopped inspection of this flow
         self.inspect = inspect                   # TOSERVER (egress) or TOCLIENT (ingress)
         self.scanner = scanner                   # None: no classification for this flow
         self.app_proto: str | None = None
@@ -56,6 +88,7 @@ class AppSession:
 
     # -- StreamConsumer ------------------------------------------------------------------
 
+    @_contained
     def data(self, direction: int, data: memoryview | bytes) -> None:
         self.seen[direction] += len(data)
         if self._sni_pending and direction == TOSERVER:
@@ -74,6 +107,7 @@ class AppSession:
             if len(data) > room:
                 self._consume(direction, data[room:])
 
+    @_contained
     def gap(self, direction: int, nbytes: int) -> None:
         self.gaps += 1
         if self._detecting and self._head[direction]:
@@ -91,6 +125,7 @@ class AppSession:
     def end(self, direction: int) -> None:
         """Per-direction end: nothing to do; `finish()` runs once when the flow ends."""
 
+    @_contained
     def datagram(self, direction: int, payload: memoryview | bytes, sport: int, dport: int) -> None:
         self.seen[direction] += len(payload)
         if self._detecting:
@@ -102,6 +137,7 @@ class AppSession:
             self.scanner.write(ascii_digits_utf8(bytes(payload)))
             self.scanner.write(_SEPARATOR)
 
+    @_contained
     def finish(self) -> None:
         """The flow ended: flush what parsers hold, and close the scan stream (late matches)."""
         if self._finished:
@@ -116,8 +152,8 @@ class AppSession:
 
     @property
     def done(self) -> bool:
-        """Nothing more is needed from the byte stream: ciphertext, and the SNI is settled."""
-        return self.app_proto in _ENCRYPTED and not self._sni_pending
+        """Nothing more is needed from the byte stream: ciphertext and the SNI settled, or broken."""
+        return self.broken or (self.app_proto in _ENCRYPTED and not self._sni_pending)
 
     # -- results -------------------------------------------------------------------------
 

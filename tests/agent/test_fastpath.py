@@ -55,3 +55,19 @@ def test_corpus_same_with_and_without_fast_path():
     rows = corpus_captures()
     _same([str(CORPUS / row["path_in_corpus"]) for row in rows
            if row["path_in_corpus"].startswith(("mixed/", "vlan/", "tcp-evasion/", "http/"))])
+
+
+def test_internal_error_is_contained_counted_and_logged_once(monkeypatch, caplog):
+    import agent.apps.session
+
+    def broken(toserver, toclient):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(agent.apps.session, "detect_tcp", broken)
+    sink, stats = Collect(), Stats()
+    Pipeline(Config(), [sink], stats).replay(open_captures([str(SAMPLE)]))
+    assert stats.anomalies["internal.app.RuntimeError"] > 1
+    assert sum("internal error" in r.message for r in caplog.records) == 1
+    assert sink.events                                  # the run went on and exported flows
+    with pytest.raises(RuntimeError):
+        Pipeline(Config(), [Collect()], Stats(), strict=True).replay(open_captures([str(SAMPLE)]))
