@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
     replay.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
                                                          "see deploy/egresswatch.toml")
+    replay.add_argument("--rules", metavar="PACK.yaml", action="append",
+                        help="important-data rule pack (repeatable; env EGRESSWATCH_RULES, comma-separated)")
     replay.add_argument("--sensitivity-profile", metavar="NAME",
                         help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
                              "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
@@ -66,11 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="list the classification rules, or test them on files",
                            description="Inspect the personal-data classes and try them on text files.")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", parser_class=_Parser)
-    rules_sub.add_parser("list", help="one line per class: id, category, default sensitivity, description")
+    rules_list = rules_sub.add_parser("list", help="one line per class: id, category, sensitivity or grade, description")
+    rules_list.add_argument("--rules", metavar="PACK.yaml", action="append", default=[],
+                            help="also list the classes of this rule pack (repeatable)")
     rules_test = rules_sub.add_parser(
         "test", help="what would match in these files (values masked, never shown raw)",
         description="Scan each file as one stream, the way a request body is scanned, and print "
                     "one line per distinct value found: file, class, confidence, masked value.")
+    rules_test.add_argument("--rules", metavar="PACK.yaml", action="append", default=[],
+                            help="also apply this rule pack (repeatable)")
     rules_test.add_argument("files", nargs="+", metavar="FILE")
     return parser
 
@@ -103,6 +109,7 @@ def _replay(args: argparse.Namespace) -> int:
     config = load(args.config, environment(), {
         "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
         "home": args.home, "progress": args.progress, "sensitivity_profile": args.sensitivity_profile,
+        "rule_packs": args.rules,
     })
     if config.geoip_db is not None:
         try:
@@ -130,33 +137,43 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from classifiers.classes import CLASSES, SENSITIVITY_PROFILES
+    from classifiers.classes import CLASSES, RULES, SENSITIVITY_PROFILES
     from classifiers.engine import Engine
-    from classifiers.normalize import MASKERS, ascii_digits_utf8
+    from classifiers.findings import FindingLimits, Findings
+    from classifiers.normalize import ascii_digits_utf8
+    from classifiers.rulepacks import load_packs
 
+    if args.rules_command not in ("list", "test"):
+        raise UsageError("rules needs an action: list or test")
+    pack_rules, packs = load_packs(args.rules)
+    profile = SENSITIVITY_PROFILES["pipl-35273"]
     if args.rules_command == "list":
-        profile = SENSITIVITY_PROFILES["pipl-35273"]
         for info in CLASSES:
             sensitive = "sensitive" if profile[info.id] else "not-sensitive"
-            print(f"{info.id:<16} {info.category:<13} {sensitive:<14} {info.description}")
+            print(f"{info.id:<16} {info.category:<14} {sensitive:<14} {info.description}")
+        for pack in packs.values():
+            print(f"{pack.info.id:<16} {pack.info.category:<14} {pack.grade:<14} {pack.info.description}")
         return 0
-    if args.rules_command != "test":
-        raise UsageError("rules needs an action: list or test")
-    engine = Engine()
+    engine = Engine(RULES + tuple(pack_rules))
     for path in args.files:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        seen: dict[tuple[str, str], str] = {}
+        # Findings masks exactly as events do; limits high enough to list every distinct value.
+        findings = Findings(FindingLimits(max_samples=1 << 30), profile, b"rules-test", packs)
+        confidence: dict[str, set[str]] = {}
 
-        def found(class_id: str, value: str, confidence: str) -> None:
-            seen.setdefault((class_id, value), confidence)
+        def found(class_id: str, value: str, conf: str) -> None:
+            confidence.setdefault(class_id, set()).add(conf)
+            findings.add(class_id, value, conf)
 
         engine.scan_bytes(ascii_digits_utf8(data), found)
-        for (class_id, value), confidence in seen.items():
-            print(f"{path}\t{class_id}\t{confidence}\t{MASKERS[class_id](value)}")
+        for class_id, finding in findings.by_class.items():
+            conf = "low" if confidence[class_id] == {"low"} else "high"
+            for sample in finding.samples:
+                print(f"{path}\t{class_id}\t{conf}\t{sample}")
     return 0
 
 

@@ -5,7 +5,8 @@ the environment or a global. Every option, its unit and its default is documente
 `deploy/egresswatch.toml`; `egresswatch config --defaults` prints the effective values.
 
 Environment overrides (for containers): EGRESSWATCH_CONFIG, EGRESSWATCH_INTERNAL,
-EGRESSWATCH_EVE, EGRESSWATCH_GEOIP_DB, EGRESSWATCH_HOME, EGRESSWATCH_SENSITIVITY_PROFILE.
+EGRESSWATCH_EVE, EGRESSWATCH_GEOIP_DB, EGRESSWATCH_HOME, EGRESSWATCH_SENSITIVITY_PROFILE,
+EGRESSWATCH_RULES (comma-separated rule packs).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Config:
     home: tuple[str, ...] = ("CN",)
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
     sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
+    rule_packs: tuple[str, ...] = ()          # YAML important-data rule packs (classifiers.rulepacks)
     findings: FindingLimits = field(default_factory=FindingLimits)
     flows: FlowLimits = field(default_factory=FlowLimits)
     defrag: DefragLimits = field(default_factory=DefragLimits)
@@ -50,6 +52,7 @@ _ENV = {
     "EGRESSWATCH_GEOIP_DB": "geoip_db",
     "EGRESSWATCH_HOME": "home",
     "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
+    "EGRESSWATCH_RULES": "rule_packs",
 }
 
 
@@ -109,7 +112,7 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
         elif key == "findings":
             config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
-        elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile"):
+        elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -131,6 +134,11 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if value not in ("auto", "always", "never"):
             raise UsageError(f"progress must be auto, always or never; got {value!r}")
         return replace(config, progress=value)
+    if name == "rule_packs":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i for i in items):
+            raise UsageError("rule_packs must be a list of YAML file paths")
+        return replace(config, rule_packs=tuple(i.strip() for i in items))
     if name == "sensitivity_profile":
         if value not in SENSITIVITY_PROFILES:
             raise UsageError(f"sensitivity profile must be one of {', '.join(SENSITIVITY_PROFILES)}; got {value!r}")

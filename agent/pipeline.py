@@ -25,9 +25,10 @@ from agent.fastpath import run_frames
 from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import Stats
-from classifiers.classes import SENSITIVITY_PROFILES
+from classifiers.classes import RULES, SENSITIVITY_PROFILES
 from classifiers.engine import Engine
 from classifiers.findings import Findings
+from classifiers.rulepacks import load_packs
 from geo.networks import InternalNetworks
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class Pipeline:
         self.decoder = Decoder(anomalies, self.defrag)
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, anomalies, self._session_for)
-        self.engine = Engine()
+        pack_rules, self.pack_classes = load_packs(config.rule_packs)
+        self.engine = Engine(RULES + tuple(pack_rules))
         self.finding_limits = config.findings
         self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
@@ -88,7 +90,7 @@ class Pipeline:
         client_inside = flow.client in internal
         if client_inside == (flow.server in internal):
             return None         # both inside or both outside: not a transfer out of the network
-        findings = Findings(self.finding_limits, self.sensitivity, self.digest_key)
+        findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes)
         flow.user = findings
         # Egress: the inside client's requests. Ingress: what the inside server sends back.
         inspect = TOSERVER if client_inside else TOCLIENT

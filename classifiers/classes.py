@@ -40,6 +40,8 @@ class Rule:
     confidence: str = "high"                   # high | low
     hotwords: tuple[str, ...] = ()             # when set, one must appear shortly before the value
     boundary: frozenset[int] = field(default=ALNUM)
+    caseless: bool = False
+    encoding: str = "ascii"                    # how matched bytes are read back into a value
 
 
 CLASSES: tuple[ClassInfo, ...] = (

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import hyperscan
 
+from agent.errors import UsageError
 from classifiers import normalize, validators
 from classifiers.classes import RULES, Rule
 
@@ -49,6 +50,8 @@ ValueSink = Callable[[str, str, str], None]    # (class_id, normalized value, co
 
 def _check_for(rule: Rule) -> Callable[[str], str | None]:
     """normalized value -> the value to count, or None. Wraps validators by rule."""
+    if rule.validator == "any":          # rule-pack terms and regexes: the match is the finding
+        return lambda value: value
     validate = validators.VALIDATORS[rule.validator] if rule.validator in validators.VALIDATORS \
         else getattr(validators, rule.validator)
     if rule.validator == "mrz_passport_line":
@@ -74,7 +77,8 @@ class Engine:
 
     def __init__(self, rules: Sequence[Rule] = RULES, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.rules = tuple(rules)
-        self._normalizers = [normalize.NORMALIZERS.get(r.class_id, str) for r in self.rules]
+        self._normalizers = [normalize.NORMALIZERS.get(r.class_id, str.casefold if r.caseless else str)
+                             for r in self.rules]
         self._checks = [_check_for(r) for r in self.rules]
         self._hotwords = [tuple({w.lower().encode(enc) for w in r.hotwords for enc in ("utf-8", "gbk")})
                           for r in self.rules]
@@ -96,7 +100,7 @@ class Engine:
         h = hashlib.sha256(b"egresswatch-rules-v1")
         h.update(repr(getattr(hyperscan, "__version__", "")).encode())
         for rule in self.rules:
-            h.update(rule.pattern + b"\0")
+            h.update(rule.pattern + (b"\1" if rule.caseless else b"\0"))
         return h.hexdigest()[:24]
 
     def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
@@ -111,8 +115,13 @@ class Engine:
                 logger.warning("ignoring unusable rule cache %s: %s", cache, exc)
         database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
         patterns = [r.pattern for r in self.rules]
-        database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
-                         flags=[hyperscan.HS_FLAG_SOM_LEFTMOST] * len(patterns))
+        flags = [hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if r.caseless else 0)
+                 for r in self.rules]
+        try:
+            database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+                             flags=flags)
+        except hyperscan.error as exc:
+            raise UsageError(f"cannot compile the classification rules: {exc}") from None
         if cache is not None:
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +215,7 @@ class ScanStream:
                 continue
             if rule.class_id == "email" and hi + 1 < len(tail) and tail[hi] == 0x2E and tail[hi + 1] in rule.boundary:
                 continue                  # "a@b.com.cn" must not also yield "a@b.com"
-            raw = tail[lo:hi].decode("ascii", "replace")
+            raw = tail[lo:hi].decode(rule.encoding, "replace")
             value = engine._checks[rule_index](engine._normalizers[rule_index](raw))
             if value is not None:
                 self.sink(rule.class_id, value, rule.confidence)

@@ -14,10 +14,12 @@ from typing import Any
 
 from classifiers.classes import CLASS_BY_ID
 from classifiers.normalize import MASKERS
+from classifiers.rulepacks import PackClass
 
 SEVERITY_HIGH = 1          # EVE convention: 1 is the most severe
 SEVERITY_MEDIUM = 2
 SEVERITY_LOW = 3
+_GRADE_SEVERITY = {"core": SEVERITY_HIGH, "important": SEVERITY_MEDIUM, "general": SEVERITY_LOW}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,13 @@ class ClassFinding:
 class Findings:
     """What one flow sent (in its export direction), by class."""
 
-    __slots__ = ("limits", "sensitivity", "key", "by_class", "changed")
+    __slots__ = ("limits", "sensitivity", "key", "packs", "by_class", "changed")
 
-    def __init__(self, limits: FindingLimits, sensitivity: dict[str, bool], key: bytes) -> None:
+    def __init__(self, limits: FindingLimits, sensitivity: dict[str, bool], key: bytes,
+                 packs: dict[str, PackClass] | None = None) -> None:
         self.limits = limits
         self.sensitivity = sensitivity
+        self.packs = packs or {}            # important-data classes from rule packs
         self.key = key                      # per-process random key for the digests
         self.by_class: dict[str, ClassFinding] = {}
         self.changed = False
@@ -61,8 +65,17 @@ class Findings:
         if confidence == "low":
             finding.low_confidence += 1
         if len(finding.samples) < self.limits.max_samples:
-            finding.samples.append(MASKERS[class_id](value))
+            finding.samples.append(self._sample(class_id, value))
         self.changed = True
+
+    def _sample(self, class_id: str, value: str) -> str:
+        masker = MASKERS.get(class_id)
+        if masker is not None:
+            return masker(value)
+        pack = self.packs.get(class_id)
+        if pack is not None and pack.kind != "regex":
+            return value                   # the organisation's own term or marking, not personal data
+        return value[:2] + "*" * max(len(value) - 4, 1) + value[-2:] if len(value) > 4 else "*" * len(value)
 
     def __bool__(self) -> bool:
         return bool(self.by_class)
@@ -72,28 +85,36 @@ class Findings:
         return len(finding.digests) if finding else 0
 
     def severity(self) -> int:
-        """1 high: sensitive class in bulk; 2 medium: sensitive or bulk; 3 low: anything else."""
+        """1 high: sensitive class in bulk, or core data; 2 medium: sensitive or bulk, or important
+        data; 3 low: anything else."""
         worst = SEVERITY_LOW
         for class_id, finding in self.by_class.items():
+            pack = self.packs.get(class_id)
+            if pack is not None:
+                worst = min(worst, _GRADE_SEVERITY[pack.grade])
+                continue
             sensitive = self.sensitivity.get(class_id, False)
             bulk = len(finding.digests) >= self.limits.bulk_threshold
             if sensitive and bulk:
                 return SEVERITY_HIGH
             if sensitive or bulk:
-                worst = SEVERITY_MEDIUM
+                worst = min(worst, SEVERITY_MEDIUM)
         return worst
 
     def event_fields(self) -> dict[str, Any]:
         matches = []
         for class_id in sorted(self.by_class):
             finding = self.by_class[class_id]
+            pack = self.packs.get(class_id)
             entry: dict[str, Any] = {
                 "class": class_id,
-                "category": CLASS_BY_ID[class_id].category if class_id in CLASS_BY_ID else "custom",
+                "category": pack.info.category if pack else CLASS_BY_ID[class_id].category,
                 "sensitive": self.sensitivity.get(class_id, False),
-                "count": len(finding.digests),
-                "samples": list(finding.samples),
             }
+            if pack is not None:
+                entry["grade"] = pack.grade
+            entry["count"] = len(finding.digests)
+            entry["samples"] = list(finding.samples)
             if finding.low_confidence:
                 entry["low_confidence"] = finding.low_confidence
             if finding.capped:

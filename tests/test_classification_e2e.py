@@ -203,3 +203,14 @@ def test_decoys_raise_nothing(tmp_path, decoy):
     request = post(f"ts={decoy}&order={decoy}".encode(), "application/x-www-form-urlencoded")
     events, _ = replay(tmp_path, tcp_conversation(INSIDE, OUTSIDE, 40007, [request], [OK]))
     assert [e["event_type"] for e in events] == ["flow"]
+
+
+def test_rule_pack_marking_in_gbk_upload_raises_a_core_alert(tmp_path):
+    body = "标题：年度计划\n密级：绝密★长期\n".encode("gbk")
+    request = post(body, "text/plain; charset=gbk")
+    pack = PROJECT_ROOT / "deploy" / "rules" / "example-important-data.yaml"
+    events, _ = replay(tmp_path, tcp_conversation(INSIDE, OUTSIDE, 40008, [request], [OK]), "--rules", str(pack))
+    assert [e["event_type"] for e in events] == ["alert", "flow"]
+    match = events[1]["classification"]["matches"][0]
+    assert (match["class"], match["grade"], match["count"]) == ("state_secret_marking", "core", 1)
+    assert events[0]["alert"]["severity"] == 1
