@@ -214,3 +214,45 @@ def test_rule_pack_marking_in_gbk_upload_raises_a_core_alert(tmp_path):
     match = events[1]["classification"]["matches"][0]
     assert (match["class"], match["grade"], match["count"]) == ("state_secret_marking", "core", 1)
     assert events[0]["alert"]["severity"] == 1
+
+
+def exchange(client: str, server: str, cport: int, sport: int, turns: list[tuple[int, bytes]],
+             t0: float = 1_767_225_600.0) -> list:
+    """A TCP connection carrying `turns` of (0 client | 1 server, bytes) in order."""
+    seq = [1000, 90000]
+    ends = [(client, cport), (server, sport)]
+    pkts = [Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=sport, flags="S", seq=999),
+            Ether() / IP(src=server, dst=client) / TCP(sport=sport, dport=cport, flags="SA", seq=89999, ack=1000),
+            Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=sport, flags="A", seq=1000, ack=90000)]
+    for side, data in turns:
+        (src, sp), (dst, dp) = ends[side], ends[1 - side]
+        for piece in split(data, 1448):
+            pkts.append(Ether() / IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags="PA", seq=seq[side],
+                                                             ack=seq[1 - side]) / piece)
+            seq[side] += len(piece)
+    pkts.append(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=sport, flags="FA", seq=seq[0], ack=seq[1]))
+    pkts.append(Ether() / IP(src=server, dst=client) / TCP(sport=sport, dport=cport, flags="FA", seq=seq[1], ack=seq[0] + 1))
+    for i, p in enumerate(pkts):
+        p.time = t0 + i * 0.001
+    return pkts
+
+
+def test_smtp_base64_attachment_with_identity_numbers_alerts(tmp_path):
+    import base64
+    rng = random.Random(12)
+    values = [rid(rng) for _ in range(25)]
+    attachment = base64.encodebytes(("id\n" + "\n".join(values) + "\n").encode()).decode()
+    message = ("From: hr@corp.example\r\nTo: agent@partner.example\r\nSubject: list\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+               "--b1\r\nContent-Type: text/csv\r\nContent-Transfer-Encoding: base64\r\n"
+               "Content-Disposition: attachment; filename=ids.csv\r\n\r\n" + attachment + "--b1--\r\n.\r\n").encode()
+    turns = [(1, b"220 mx.partner.example ESMTP\r\n"), (0, b"EHLO corp.example\r\n"), (1, b"250 OK\r\n"),
+             (0, b"MAIL FROM:<hr@corp.example>\r\n"), (1, b"250 OK\r\n"), (0, b"RCPT TO:<agent@partner.example>\r\n"),
+             (1, b"250 OK\r\n"), (0, b"DATA\r\n"), (1, b"354 go ahead\r\n"), (0, message), (1, b"250 queued\r\n"),
+             (0, b"QUIT\r\n"), (1, b"221 bye\r\n")]
+    events, output = replay(tmp_path, exchange(INSIDE, OUTSIDE, 40009, 25, turns))
+    flow = [e for e in events if e["event_type"] == "flow"][0]
+    assert flow["app_proto"] == "smtp"
+    assert counts(flow) == {"cn_resident_id": 25, "email": 2}
+    assert [e["event_type"] for e in events].count("alert") == 1
+    assert_no_raw(values, output)

@@ -5,7 +5,8 @@ order (with explicit gaps); UDP datagrams arrive through `datagram()`. Until the
 known it keeps bounded prefixes of both directions (`DETECT_BYTES`); once known, the prefixes
 are replayed into the protocol's handling and everything after goes straight through:
 
-- http: `HttpParser` turns messages into decoded content chunks (URI, headers, bodies);
+- http, smtp: a parser from `agent.apps.PARSERS` turns messages into decoded content chunks
+  (URI, headers, bodies; envelope, headers, MIME text parts);
 - tls, ssh: ciphertext is not scanned (the TLS SNI is kept);
 - anything else (smtp, ftp, dns, unrecognized): raw stream bytes are scanned.
 
@@ -22,8 +23,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from agent.apps import PARSERS
 from agent.apps.detect import detect_tcp, detect_udp
-from agent.apps.http import Chunk, HttpParser
+from agent.apps.http import Chunk
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
 from agent.reassembly import TOCLIENT, TOSERVER
 from classifiers.engine import ScanStream
@@ -64,7 +66,7 @@ class AppSession:
     """Detects app_proto for one flow, extracts content, and scans the export direction."""
 
     __slots__ = ("anomalies", "inspect", "scanner", "strict", "broken", "app_proto", "sni", "gaps", "seen",
-                 "_head", "_hello", "_detecting", "_sni_pending", "_http", "_raw", "_last_part", "_finished")
+                 "_head", "_hello", "_detecting", "_sni_pending", "_parser", "_raw", "_last_part", "_finished")
 
     def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None, *,
                  strict: bool = False) -> None:
@@ -81,7 +83,7 @@ class AppSession:
         self._hello = bytearray()                # client bytes until the ClientHello is complete
         self._detecting = True
         self._sni_pending = False
-        self._http: HttpParser | None = None
+        self._parser: Any = None                 # the protocol's content extractor, if it has one
         self._raw = False                        # scan the export direction's raw bytes
         self._last_part: tuple[str, int] | None = None
         self._finished = False
@@ -117,8 +119,8 @@ class AppSession:
             self._sni_pending = False
             self._hello = bytearray()
             self.anomalies["app.tls.hello_gap"] += 1
-        if self._http is not None:
-            self._scan_chunks(self._http.gap(direction, nbytes))
+        if self._parser is not None:
+            self._scan_chunks(self._parser.gap(direction, nbytes))
         elif self._raw and direction == self.inspect and self.scanner is not None:
             self.scanner.write(_SEPARATOR)
 
@@ -145,8 +147,8 @@ class AppSession:
         self._finished = True
         if self._detecting and (self._head[TOSERVER] or self._head[TOCLIENT]):
             self._start(None)
-        if self._http is not None:
-            self._scan_chunks(self._http.close())
+        if self._parser is not None:
+            self._scan_chunks(self._parser.close())
         if self.scanner is not None:
             self.scanner.close()
 
@@ -181,8 +183,9 @@ class AppSession:
             if self._head[TOSERVER]:
                 self._feed_hello(self._head[TOSERVER])
         if self.scanner is not None:
-            if app_proto == "http":
-                self._http = HttpParser(self.anomalies)
+            parser = PARSERS.get(app_proto or "")
+            if parser is not None:
+                self._parser = parser(self.anomalies)
             elif app_proto in _ENCRYPTED:
                 self.anomalies["app.encrypted_not_scanned"] += 1
             else:
@@ -193,8 +196,8 @@ class AppSession:
                 self._consume(direction, bytes(head[direction]))
 
     def _consume(self, direction: int, data: memoryview | bytes) -> None:
-        if self._http is not None:
-            self._scan_chunks(self._http.feed(direction, data))
+        if self._parser is not None:
+            self._scan_chunks(self._parser.feed(direction, data))
         elif self._raw and direction == self.inspect:
             self.scanner.write(ascii_digits_utf8(bytes(data)))  # type: ignore[union-attr]
 
