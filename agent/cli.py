@@ -165,7 +165,7 @@ def _rules(args: argparse.Namespace) -> int:
         findings = Findings(FindingLimits(max_samples=1 << 30), profile, b"rules-test", packs)
         confidence: dict[str, set[str]] = {}
 
-        def found(class_id: str, value: str, conf: str) -> None:
+        def found(class_id: str, value: str, conf: str, findings: Findings = findings) -> None:
             confidence.setdefault(class_id, set()).add(conf)
             findings.add(class_id, value, conf)
 

@@ -7,13 +7,12 @@ get an app session and reassembly; the others are counted and cost one dict look
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import logging
-import os
 
 from agent.apps.session import AppSession
 from agent.capture.pcapfile import CaptureFile
