@@ -163,17 +163,11 @@ def _rules(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
         # Findings masks exactly as events do; limits high enough to list every distinct value.
         findings = Findings(FindingLimits(max_samples=1 << 30), profile, b"rules-test", packs)
-        confidence: dict[str, set[str]] = {}
-
-        def found(class_id: str, value: str, conf: str, findings: Findings = findings) -> None:
-            confidence.setdefault(class_id, set()).add(conf)
-            findings.add(class_id, value, conf)
-
-        engine.scan_bytes(ascii_digits_utf8(data), found)
+        engine.scan_bytes(ascii_digits_utf8(data), findings.add)
         for class_id, finding in findings.by_class.items():
-            conf = "low" if confidence[class_id] == {"low"} else "high"
+            confidence = "low" if finding.low_confidence == len(finding.digests) else "high"
             for sample in finding.samples:
-                print(f"{path}\t{class_id}\t{conf}\t{sample}")
+                print(f"{path}\t{class_id}\t{confidence}\t{sample}")
     return 0
 
 
