@@ -74,9 +74,10 @@ import re
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple, Protocol
 from urllib.parse import unquote_to_bytes
+
+from agent.apps.charsets import codec_for
 
 try:  # optional: without it, br bodies are counted and skipped
     import brotli as _brotli
@@ -151,8 +152,6 @@ _CREDENTIAL_NAME = re.compile(rb"auth|token|key|secret|signature|password|passwd
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _UTF16_SNIFF = 64             # bytes looked at to guess the byte order of UTF-16 without a BOM
-_GB = frozenset(("gbk", "gb2312", "gb18030", "x-gbk", "cp936", "euc-cn", "csgb2312", "ms936", "windows-936"))
-_PASS_THROUGH = frozenset(("utf-8", "utf8", "ascii", "us-ascii", "unicode-1-1-utf-8", "x-user-defined"))
 
 # framing states
 _S_HEAD, _S_LENGTH, _S_CHUNK_SIZE, _S_CHUNK_DATA, _S_CHUNK_END, _S_TRAILER, _S_CLOSE, _S_TUNNEL, _S_RAW = range(9)
@@ -226,25 +225,6 @@ def _parse_params(value: bytes | None) -> tuple[str, dict[str, str]]:
             v = re.sub(r"\\(.)", r"\1", v[1:-1])
         params.setdefault(m.group(1).lower(), v)
     return head.strip().lower(), params
-
-
-@lru_cache(maxsize=128)
-def _codec_for(charset: str | None) -> str | None:
-    """The Python codec to transcode a charset to UTF-8 with; None: pass the bytes through."""
-    if not charset:
-        return None
-    cs = charset.strip().strip("\"'").lower()
-    if cs in _PASS_THROUGH:
-        return None
-    if cs in _GB:
-        return "gb18030"   # superset of GB2312/GBK: servers often label GBK text gb2312
-    try:
-        info = codecs.lookup(cs)
-    except LookupError:
-        return None
-    if not getattr(info, "_is_text_encoding", True) or info.name == "utf-8":
-        return None        # bytes-to-bytes codecs (base64, zlib) are not charsets
-    return info.name
 
 
 def _is_json(mime: str) -> bool:
@@ -867,7 +847,7 @@ def _disposition_filename(value: bytes) -> bytes:
         charset, _, rest = ext.partition("'")
         _, _, encoded = rest.partition("'")
         raw = unquote_to_bytes(encoded.encode("latin-1"))
-        codec = _codec_for(charset)
+        codec = codec_for(charset)
         return raw if codec is None else raw.decode(codec, "replace").encode("utf-8")
     name = params.get("filename")
     return name.encode("latin-1") if name else b""
@@ -877,7 +857,7 @@ def _content_stage(sink: _Sink, part: int, ctype: bytes | None, depth: int) -> _
     """The decoded-body pipeline for a content type (after content codings)."""
     mime, params = _parse_params(ctype)
     emit = _Emit(sink, "http.body", part)
-    codec = _codec_for(params.get("charset"))
+    codec = codec_for(params.get("charset"))
     if mime == "application/x-www-form-urlencoded":
         # The form is ASCII; its %XX bytes are in the charset: percent-decode first, then transcode.
         return _FormDecode(emit if codec is None else _Transcode(codec, emit))

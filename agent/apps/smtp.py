@@ -42,15 +42,14 @@ limit.smtp_message, limit.smtp_depth.
 
 from __future__ import annotations
 
-import codecs
 import email.policy
 import re
 from collections import Counter, deque
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesFeedParser
-from functools import lru_cache
 
+from agent.apps.charsets import codec_for
 from agent.apps.http import Chunk
 
 __all__ = ["Chunk", "SmtpParser", "TOSERVER", "TOCLIENT"]
@@ -83,34 +82,13 @@ _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _HEADERS = frozenset(("subject", "from", "to", "cc", "reply-to"))
 _TEXT_APP = frozenset(("application/json", "application/xml", "application/csv", "application/x-csv",
                        "application/x-ndjson", "application/ndjson", "application/javascript"))
-_GB = frozenset(("gbk", "gb2312", "gb18030", "x-gbk", "cp936", "euc-cn", "csgb2312", "ms936", "windows-936"))
-_PASS_THROUGH = frozenset(("utf-8", "utf8", "ascii", "us-ascii", "unicode-1-1-utf-8"))
 
 # client states
 _C_CMD, _C_DATA, _C_BDAT, _C_RESYNC, _C_TLS = range(5)
 
 
-@lru_cache(maxsize=128)
-def _codec_for(charset: str | None) -> str | None:
-    """The Python codec to transcode a charset to UTF-8 with; None: pass the bytes through."""
-    if not charset:
-        return None
-    cs = charset.strip().strip("\"'").lower()
-    if cs in _PASS_THROUGH:
-        return None
-    if cs in _GB:
-        return "gb18030"        # superset of GB2312/GBK: mailers often label GBK text gb2312
-    try:
-        info = codecs.lookup(cs)
-    except LookupError:
-        return None
-    if not getattr(info, "_is_text_encoding", True) or info.name == "utf-8":
-        return None
-    return info.name
-
-
 def _to_utf8(data: bytes, charset: str | None) -> bytes:
-    codec = _codec_for(charset)
+    codec = codec_for(charset)
     if codec is None:
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             codec = "utf-16"
@@ -140,7 +118,7 @@ def _header_text(value: str) -> str:
         if isinstance(data, str):
             fixed.append((data, cs))
             continue
-        codec = _codec_for(cs) or "utf-8"
+        codec = codec_for(cs) or "utf-8"
         fixed.append((data.decode(codec, "replace"), None))
     try:
         return str(make_header(fixed))
