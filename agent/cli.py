@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="progress bar on stderr (default: auto = when stderr is a terminal)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
 
+    geo = sub.add_parser("geo", help="where addresses are: country, jurisdiction, cross-border, AS",
+                         description="Look addresses up in MaxMind DB files and print one JSON object per "
+                                     "address: {ip, country, jurisdiction, cross_border, asn, as_org}.")
+    geo.add_argument("ips", nargs="+", metavar="IP")
+    geo.add_argument("--geoip-db", metavar="MMDB", action="append",
+                     help="MaxMind DB file: country, city or ASN (repeatable; env EGRESSWATCH_GEOIP_DB)")
+    geo.add_argument("--home", metavar="CC,...", help="home country codes (default: the profile's; CN)")
+    geo.add_argument("--profile", default="cn", metavar="NAME",
+                     help="jurisdiction profile: cn (default), eea, or a TOML file")
+
     rules = sub.add_parser("rules", help="list the classification rules, or test them on files",
                            description="Inspect the personal-data classes and try them on text files.")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", parser_class=_Parser)
@@ -92,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "rules":
             return _rules(args)
+        if args.command == "geo":
+            return _geo(args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as exc:
         print(f"egresswatch: error: {exc}", file=sys.stderr)
@@ -133,6 +145,32 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
     if not args.quiet:
         print(summary_line(result), file=sys.stderr)
+    return 0
+
+
+def _geo(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.config import parse_home
+    from geo.jurisdiction import load_profile
+    from geo.resolver import GeoResolver, parse_ip
+
+    packed = [(text, parse_ip(text)) for text in args.ips]          # every address valid before output
+    profile = load_profile(args.profile)
+    if args.home:
+        profile = profile.with_home(parse_home(args.home))
+    env_db = os.environ.get("EGRESSWATCH_GEOIP_DB")
+    resolver = GeoResolver(args.geoip_db or ([env_db] if env_db else []))
+    try:
+        for text, address in packed:
+            place = resolver.lookup(address)
+            if resolver.first_error is not None:
+                raise UsageError(f"GeoIP database is damaged: {resolver.first_error}")
+            print(json.dumps({"ip": text, "country": place.country, "jurisdiction": profile.of(place.country),
+                              "cross_border": profile.cross_border(place.country), "asn": place.asn,
+                              "as_org": place.as_org}, ensure_ascii=False))
+    finally:
+        resolver.close()
     return 0
 
 
