@@ -123,11 +123,6 @@ def _replay(args: argparse.Namespace) -> int:
         "home": args.home, "progress": args.progress, "sensitivity_profile": args.sensitivity_profile,
         "rule_packs": args.rules,
     })
-    if config.geoip_db is not None:
-        try:
-            open(config.geoip_db, "rb").close()
-        except OSError as exc:
-            raise UsageError(f"cannot read GeoIP database {config.geoip_db}: {exc.strerror}") from None
     captures = open_captures(args.pcaps)
     writer = EveWriter(config.eve)
     stats = Stats()

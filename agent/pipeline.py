@@ -28,7 +28,9 @@ from classifiers.classes import RULES, SENSITIVITY_PROFILES
 from classifiers.engine import Engine
 from classifiers.findings import Findings
 from classifiers.rulepacks import load_packs
+from geo.jurisdiction import load_profile
 from geo.networks import InternalNetworks
+from geo.resolver import GeoResolver
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,10 @@ class Pipeline:
         self.decoder = Decoder(anomalies, self.defrag)
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, anomalies, self._session_for)
+        self.geo = GeoResolver([config.geoip_db] if config.geoip_db else [], anomalies)
+        profile = load_profile("cn")
+        # --home replaces the profile's home set (label becomes e.g. "CN,HK").
+        self.jurisdiction = profile if frozenset(config.home) == profile.home else profile.with_home(config.home)
         pack_rules, self.pack_classes = load_packs(config.rule_packs)
         self.engine = Engine(RULES + tuple(pack_rules))
         self.finding_limits = config.findings
@@ -187,9 +193,10 @@ class Pipeline:
         if flow.alerted:
             return
         flow.alerted = True
-        self._emit(alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
-                               app_proto=self._session(flow).event_app_proto(),
-                               direction=self._direction(flow)))
+        event = alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
+                            app_proto=self._session(flow).event_app_proto(), direction=self._direction(flow))
+        event["geo"] = self._geo_fields(flow)
+        self._emit(event)
         self.stats.alerts += 1
 
     def _finish_flow(self, flow: Flow) -> None:
@@ -203,12 +210,23 @@ class Pipeline:
         if findings.changed:
             self._maybe_alert(flow, findings)      # values confirmed only at the end of the flow
         app_fields = session.event_fields()
+        app_fields["geo"] = self._geo_fields(flow)
         if findings:
             app_fields["classification"] = findings.event_fields()
         self._emit(flow_event(flow, pcap_filename=self.source_names[flow.source],
                               app_proto=session.event_app_proto(), app_fields=app_fields,
                               direction=self._direction(flow)))
         self.stats.flow_events += 1
+
+    def _geo_fields(self, flow: Flow) -> dict[str, Any]:
+        """Where the outside party is: `dest_*` for egress flows, `src_*` for ingress flows."""
+        egress = flow.client in self.internal
+        place = self.geo.lookup(flow.server if egress else flow.client)
+        prefix = "dest" if egress else "src"
+        return {f"{prefix}_country": place.country,
+                f"{prefix}_jurisdiction": self.jurisdiction.of(place.country),
+                "cross_border": self.jurisdiction.cross_border(place.country),
+                "asn": place.asn, "as_org": place.as_org}
 
     def _direction(self, flow: Flow) -> str:
         return "egress" if flow.client in self.internal else "ingress"

@@ -1,0 +1,30 @@
+"""Events say where the data went: `geo` on flow and alert events, egress and ingress."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tests.test_classification_e2e import OK, post, replay, rid, tcp_conversation
+
+
+def test_flow_events_carry_destination_country_and_jurisdiction(tmp_path: Path, built_db: Path):
+    rng = random.Random(21)
+    request = post(f"id={rid(rng)}".encode(), "application/x-www-form-urlencoded")
+    packets = (tcp_conversation("10.0.0.5", "1.32.0.9", 40100, [request], [OK])                 # HK
+               + tcp_conversation("10.0.0.5", "1.80.0.9", 40101, [request], [OK], t0=1_767_225_601.0))  # CN
+    events, _ = replay(tmp_path, packets, "--geoip-db", str(built_db))
+    flows = {e["dest_ip"]: e for e in events if e["event_type"] == "flow"}
+    assert flows["1.32.0.9"]["geo"] == {"dest_country": "HK", "dest_jurisdiction": "HK", "cross_border": True,
+                                        "asn": None, "as_org": None}
+    assert flows["1.80.0.9"]["geo"]["dest_country"] == "CN" and flows["1.80.0.9"]["geo"]["cross_border"] is False
+    alerts = [e for e in events if e["event_type"] == "alert"]
+    assert {a["dest_ip"]: a["geo"]["dest_country"] for a in alerts}["1.32.0.9"] == "HK"
+
+
+def test_ingress_flow_names_the_outside_client(tmp_path: Path, built_db: Path):
+    events, _ = replay(tmp_path, tcp_conversation("5.0.0.9", "10.0.0.7", 51000, [b"GET / HTTP/1.1\r\n\r\n"], [OK]),
+                       "--geoip-db", str(built_db), "--home", "CN")
+    (flow,) = events
+    assert flow["direction"] == "ingress"
+    assert flow["geo"]["src_country"] == "DE" and flow["geo"]["cross_border"] is True
