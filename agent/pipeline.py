@@ -188,14 +188,19 @@ class Pipeline:
             self.flows.bypass(flow)
 
     def _maybe_alert(self, flow: Flow, findings: Findings) -> None:
-        """At most one alert per flow, as soon as its export direction carries a valid value."""
+        """At most one alert per flow, as soon as its export direction carries a valid value, unless
+        the other end is known to be at home (or special-purpose). An unknown country alerts: not
+        knowing where data went is no reason to stay silent about it."""
         findings.changed = False
         if flow.alerted:
             return
-        flow.alerted = True
+        flow.alerted = True                # decided once per flow, whatever the decision
+        geo = self._geo_fields(flow)
+        if geo["cross_border"] is False:
+            return                         # a home-jurisdiction or special-purpose destination
         event = alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
                             app_proto=self._session(flow).event_app_proto(), direction=self._direction(flow))
-        event["geo"] = self._geo_fields(flow)
+        event["geo"] = geo
         self._emit(event)
         self.stats.alerts += 1
 

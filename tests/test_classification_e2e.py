@@ -22,7 +22,8 @@ from stdnum.cn import ric
 
 from tests.streams import PROJECT_ROOT
 
-INSIDE, OUTSIDE = "10.20.0.5", "203.0.113.10"
+# OUTSIDE is a public address (a documentation range would be special-purpose, never abroad).
+INSIDE, OUTSIDE = "10.20.0.5", "93.184.216.34"
 
 
 def rid(rng: random.Random) -> str:

@@ -18,8 +18,10 @@ def test_flow_events_carry_destination_country_and_jurisdiction(tmp_path: Path, 
     assert flows["1.32.0.9"]["geo"] == {"dest_country": "HK", "dest_jurisdiction": "HK", "cross_border": True,
                                         "asn": None, "as_org": None}
     assert flows["1.80.0.9"]["geo"]["dest_country"] == "CN" and flows["1.80.0.9"]["geo"]["cross_border"] is False
+    # Same values to both: only the transfer abroad (HK is outside the CN profile's home) alerts.
     alerts = [e for e in events if e["event_type"] == "alert"]
-    assert {a["dest_ip"]: a["geo"]["dest_country"] for a in alerts}["1.32.0.9"] == "HK"
+    assert [(a["dest_ip"], a["geo"]["dest_country"]) for a in alerts] == [("1.32.0.9", "HK")]
+    assert flows["1.80.0.9"]["classification"]["matches"][0]["count"] == 1
 
 
 def test_ingress_flow_names_the_outside_client(tmp_path: Path, built_db: Path):
