@@ -14,6 +14,7 @@ import pytest
 
 import agent.apps.http as http_mod
 from agent.apps.http import Chunk, HttpLimits, HttpParser
+from tests.agent.parser_feed import feed_all
 
 try:
     import brotli
@@ -26,16 +27,7 @@ Item = Union[tuple[int, bytes], tuple[str, int, int]]
 
 def run(items: list[Item], limits: HttpLimits | None = None, close: bool = True) -> tuple[list[Chunk], Counter[str]]:
     anomalies: Counter[str] = Counter()
-    parser = HttpParser(anomalies, limits or HttpLimits())
-    chunks: list[Chunk] = []
-    for item in items:
-        if item[0] == "gap":
-            chunks += parser.gap(item[1], item[2])  # type: ignore[arg-type]
-        else:
-            chunks += parser.feed(item[0], item[1])  # type: ignore[arg-type]
-    if close:
-        chunks += parser.close()
-    return chunks, anomalies
+    return feed_all(HttpParser(anomalies, limits or HttpLimits()), items, close), anomalies
 
 
 def joined(chunks: list[Chunk]) -> dict[tuple[int, str, int], bytes]:

@@ -13,6 +13,7 @@ import pytest
 
 from agent.apps.http import Chunk
 from agent.apps.smtp import SmtpParser
+from tests.agent.parser_feed import feed_all
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CORPUS_MISSING = "third-party pcap corpus not found at ../shared/corpus; see shared/corpus/README.md"
@@ -22,15 +23,7 @@ Item = Union[tuple[int, bytes], tuple[str, int, int]]
 
 def run(items: list[Item], close: bool = True, **kw) -> tuple[list[Chunk], Counter[str]]:
     anomalies: Counter[str] = Counter()
-    parser = SmtpParser(anomalies, **kw)
-    chunks: list[Chunk] = []
-    for item in items:
-        if item[0] == "gap":
-            chunks += parser.gap(item[1], item[2])  # type: ignore[arg-type]
-        else:
-            chunks += parser.feed(item[0], item[1])  # type: ignore[arg-type]
-    if close:
-        chunks += parser.close()
+    chunks = feed_all(SmtpParser(anomalies, **kw), items, close)
     for c in chunks:
         assert isinstance(c, Chunk) and isinstance(c.data, bytes) and c.data and c.direction == 0
     return chunks, anomalies
