@@ -26,6 +26,25 @@ output: one EVE JSON line per flow that crosses the inside/outside boundary, whe
 """
 
 
+def _version_text() -> str:
+    from geo.resolver import embedded_age_days
+
+    embedded = embedded_age_days()
+    geoip = f"embedded GeoIP: IPFire Location, built {embedded[0]}" if embedded else "no embedded GeoIP database"
+    return f"egresswatch {__version__} ({geoip})"
+
+
+def _warn_if_stale(geoip_db: str | None) -> None:
+    from geo import STALE_AFTER_DAYS
+    from geo.resolver import embedded_age_days
+
+    embedded = None if geoip_db else embedded_age_days()
+    if embedded and embedded[1] > STALE_AFTER_DAYS:
+        logging.getLogger("egresswatch").warning(
+            "the embedded GeoIP database is %d days old (built %s); give a current one with --geoip-db",
+            embedded[1], embedded[0])
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as our one-line error, exit 2."""
 
@@ -39,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Network egress monitor for cross-border data flow governance: "
                     "reports flows (and, later, personal data) leaving your network.",
     )
-    parser.add_argument("--version", action="version", version=f"egresswatch {__version__}")
+    parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     replay = sub.add_parser(
@@ -124,6 +143,7 @@ def _replay(args: argparse.Namespace) -> int:
         "rule_packs": args.rules,
     })
     captures = open_captures(args.pcaps)
+    _warn_if_stale(config.geoip_db)
     writer = EveWriter(config.eve)
     stats = Stats()
     # EGRESSWATCH_STRICT=1 (set by the test suite) turns contained internal errors into failures.
@@ -148,14 +168,14 @@ def _geo(args: argparse.Namespace) -> int:
 
     from agent.config import parse_home
     from geo.jurisdiction import load_profile
-    from geo.resolver import GeoResolver, parse_ip
+    from geo.resolver import GeoResolver, geo_databases, parse_ip
 
     packed = [(text, parse_ip(text)) for text in args.ips]          # every address valid before output
     profile = load_profile(args.profile)
     if args.home:
         profile = profile.with_home(parse_home(args.home))
     env_db = os.environ.get("EGRESSWATCH_GEOIP_DB")
-    resolver = GeoResolver(args.geoip_db or ([env_db] if env_db else []))
+    resolver = GeoResolver(args.geoip_db or geo_databases(env_db))
     try:
         for text, address in packed:
             place = resolver.lookup(address)

@@ -30,7 +30,7 @@ from classifiers.findings import Findings
 from classifiers.rulepacks import load_packs
 from geo.jurisdiction import load_profile
 from geo.networks import InternalNetworks
-from geo.resolver import GeoResolver
+from geo.resolver import GeoResolver, geo_databases
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Pipeline:
         self.decoder = Decoder(anomalies, self.defrag)
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, anomalies, self._session_for)
-        self.geo = GeoResolver([config.geoip_db] if config.geoip_db else [], anomalies)
+        self.geo = GeoResolver(geo_databases(config.geoip_db), anomalies)
         profile = load_profile("cn")
         # --home replaces the profile's home set (label becomes e.g. "CN,HK").
         self.jurisdiction = profile if frozenset(config.home) == profile.home else profile.with_home(config.home)

@@ -121,6 +121,27 @@ class GeoResolver:
             reader.close()
 
 
+def geo_databases(configured: str | None) -> list[str]:
+    """The user's database when given, else the embedded one (when the package has it)."""
+    if configured:
+        return [configured]
+    from geo import EMBEDDED_DB
+    return [str(EMBEDDED_DB)] if EMBEDDED_DB.is_file() else []
+
+
+def embedded_age_days(now: float | None = None) -> tuple[str, int] | None:
+    """(build date, age in days) of the embedded database, or None when it is not installed."""
+    import time
+
+    from geo import EMBEDDED_DB
+    if not EMBEDDED_DB.is_file():
+        return None
+    with maxminddb.open_database(str(EMBEDDED_DB)) as reader:
+        epoch = reader.metadata().build_epoch
+    built = time.strftime("%Y-%m-%d", time.gmtime(epoch))
+    return built, int(((now if now is not None else time.time()) - epoch) // 86400)
+
+
 def is_special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Not a place in any country: the IANA special-purpose registries, by Python's ipaddress."""
     return (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
