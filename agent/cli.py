@@ -34,7 +34,7 @@ def _version_text() -> str:
     return f"egresswatch {__version__} ({geoip})"
 
 
-def _warn_if_stale(geoip_db: str | None) -> None:
+def _warn_if_stale(geoip_db: tuple[str, ...]) -> None:
     from geo import STALE_AFTER_DAYS
     from geo.resolver import embedded_age_days
 
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--internal", metavar="CIDR,...",
                         help="inside networks (default: RFC 1918, 100.64/10, fc00::/7, link-local; "
                              "env EGRESSWATCH_INTERNAL)")
-    replay.add_argument("--geoip-db", metavar="MMDB", help="MaxMind DB for destination countries (env EGRESSWATCH_GEOIP_DB)")
+    replay.add_argument("--geoip-db", metavar="MMDB", action="append",
+                        help="MaxMind DB for countries (Country/City) or AS numbers (ASN); repeatable "
+                             "(default: the embedded open database; env EGRESSWATCH_GEOIP_DB, comma-separated)")
     replay.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
     replay.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
                                                          "see deploy/egresswatch.toml")
@@ -174,8 +176,8 @@ def _geo(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     if args.home:
         profile = profile.with_home(parse_home(args.home))
-    env_db = os.environ.get("EGRESSWATCH_GEOIP_DB")
-    resolver = GeoResolver(args.geoip_db or geo_databases(env_db))
+    env_db = os.environ.get("EGRESSWATCH_GEOIP_DB", "")
+    resolver = GeoResolver(geo_databases(args.geoip_db or env_db.split(",")))
     try:
         for text, address in packed:
             place = resolver.lookup(address)

@@ -36,7 +36,7 @@ class DefragLimits:
 class Config:
     internal: tuple[str, ...] = DEFAULT_INTERNAL
     eve: str = "-"
-    geoip_db: str | None = None
+    geoip_db: tuple[str, ...] = ()      # MaxMind DB files (country/city, and ASN); () = the embedded one
     home: tuple[str, ...] = ("CN",)
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
     sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
@@ -143,7 +143,12 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if value not in SENSITIVITY_PROFILES:
             raise UsageError(f"sensitivity profile must be one of {', '.join(SENSITIVITY_PROFILES)}; got {value!r}")
         return replace(config, sensitivity_profile=value)
-    if name in ("eve", "geoip_db"):
+    if name == "geoip_db":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() for i in items):
+            raise UsageError("geoip_db must be a MaxMind DB path or a list of them")
+        return replace(config, geoip_db=tuple(i.strip() for i in items))
+    if name in ("eve",):
         if not isinstance(value, str) or not value:
             raise UsageError(f"{name} must be a path")
         return replace(config, **{name: value})

@@ -121,10 +121,11 @@ class GeoResolver:
             reader.close()
 
 
-def geo_databases(configured: str | None) -> list[str]:
-    """The user's database when given, else the embedded one (when the package has it)."""
+def geo_databases(configured: Iterable[str] = ()) -> list[str]:
+    """The user's databases when given, else the embedded one (when the package has it)."""
+    configured = [path for path in configured if path]
     if configured:
-        return [configured]
+        return configured
     from geo import EMBEDDED_DB
     return [str(EMBEDDED_DB)] if EMBEDDED_DB.is_file() else []
 

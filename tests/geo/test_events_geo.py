@@ -30,3 +30,16 @@ def test_ingress_flow_names_the_outside_client(tmp_path: Path, built_db: Path):
     (flow,) = events
     assert flow["direction"] == "ingress"
     assert flow["geo"]["src_country"] == "DE" and flow["geo"]["cross_border"] is True
+
+
+def test_replay_with_city_and_asn_databases_fills_asn(tmp_path: Path):
+    import pytest
+
+    from tests.streams import CORPUS, CORPUS_MISSING
+    city, asn = CORPUS / "geoip" / "mm-GeoIP2-City-Test.mmdb", CORPUS / "geoip" / "mm-GeoLite2-ASN-Test.mmdb"
+    if not (city.is_file() and asn.is_file()):
+        pytest.skip(CORPUS_MISSING)
+    events, _ = replay(tmp_path, tcp_conversation("10.0.0.5", "214.78.120.1", 40200, [b"GET / HTTP/1.1\r\n\r\n"], [OK]),
+                       "--geoip-db", str(city), "--geoip-db", str(asn))
+    assert events[0]["geo"] == {"dest_country": "US", "dest_jurisdiction": "US", "cross_border": True,
+                                "asn": 721, "as_org": "DoD Network Information Center"}
