@@ -81,7 +81,6 @@ def main() -> int:
 
 def _set_build_epoch(path: Path, epoch: int) -> None:
     """mmdb-writer stamps the current time; the data's own date is what staleness warnings need."""
-    import struct
 
     data = bytearray(path.read_bytes())
     marker = b"\xab\xcd\xefMaxMind.com"
