@@ -18,7 +18,7 @@ Packets of concurrent flows are interleaved in time from 2026-01-01T00:00:00Z.
 
 Inside: clients in 10.0.0.0/16, 192.168.1.0/24 and fd10::/16 (ULA); internal servers in
 10.0.100.0/24, 10.0.200.0/24, 172.16.5.0/24. Outside: public addresses (1/8, 8.8.8/24,
-114.114.114/24, 203.0.113/24, cloud and CN ranges; 2a00:1450::/32-style v6). All names are under
+114.114.114/24, 5.9/16, cloud and CN ranges; 2a00:1450::/32-style v6). All names are under
 example.com/.net/.org, e-mail addresses at example.com/example.cn, people are placeholders
 ("Test User 12", 张三): no personal data of real people.
 
@@ -86,7 +86,7 @@ OUTSIDE_POOLS = (
     ("1.0.0.0/8", "2606:4700::/32", (20, 60), 56),
     ("8.8.8.0/24", "2001:4860::/32", (30, 80), 116),
     ("114.114.114.0/24", None, (5, 25), 52),
-    ("203.0.113.0/24", None, (80, 220), 49),
+    ("5.9.0.0/16", None, (80, 220), 49),
     ("23.32.0.0/11", "2a02:26f0::/32", (40, 120), 54),
     ("34.64.0.0/10", "2600:1900::/28", (100, 200), 113),
     ("52.0.0.0/10", "2600:1f00::/24", (150, 250), 232),
