@@ -50,8 +50,8 @@ def community_id(flow: Flow, seed: int = 0) -> str:
     """Community ID v1 (https://github.com/corelight/community-id-spec), computed inline.
 
     The `communityid` package is the reference and the tests check us against it on many
-    tuples; it spends ~170 µs a call validating its inputs, a third of the replay time on
-    DNS-heavy traffic, so the hashing itself (a dozen lines) is done here.
+    tuples; it spends ~110 µs a call validating its inputs (3 µs here, measured), which was
+    14 % of a profiled replay with one flow event per DNS flow, so the hashing is done here.
     """
     a, b, ap, bp = flow.client, flow.server, flow.cport, flow.sport
     if (a, ap) > (b, bp):          # the spec orders the endpoints: smaller address (then port) first

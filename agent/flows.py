@@ -122,7 +122,6 @@ class FlowTable:
         self.consumer_factory = consumer_factory
         self.budget = ReassemblyBudget(limits.reasm_memcap)
         self.created = 0
-        self.evicted = 0
         # indexes, now, next_sweep and each flow's queue are also used by agent.fastpath, which
         # repeats the common case of packet() inline; keep the two in step.
         self.indexes: dict[int, dict[bytes, tuple[Flow, int]]] = {PROTO_TCP: {}, PROTO_UDP: {}}
@@ -172,9 +171,6 @@ class FlowTable:
         handshake); its packets are then only counted, which the fast path does inline."""
         flow.streams = None
 
-    def sweep(self, now: int) -> None:
-        self._sweep(now)
-
     def expired(self) -> list[Flow]:
         """Flows that ended since the last call, in the order they ended."""
         ended, self.ended = self.ended, []
@@ -197,7 +193,6 @@ class FlowTable:
             victim = min((next(iter(q)) for q in self.queues.values() if q), key=lambda f: f.touched)
             self._remove(victim)
             self.anomalies["limit.flows"] += 1
-            self.evicted += 1
             self._finish(victim, REASON_FORCED)
             self.ended.append(victim)
         flags = pkt.flags

@@ -42,6 +42,12 @@ class Rule:
     boundary: frozenset[int] = field(default=ALNUM)
     caseless: bool = False
     encoding: str = "ascii"                    # how matched bytes are read back into a value
+    # Tokens whose leftmost start Hyperscan may place far back (an unbounded run of allowed
+    # bytes): re-anchor on this byte and take at most `anchor_reach` boundary bytes before it.
+    anchor: bytes = b""
+    anchor_reach: int = 0
+    dotted: bool = False                       # "." followed by a token byte continues the token
+    text_only: bool = False                    # reject candidates surrounded by binary data
 
 
 CLASSES: tuple[ClassInfo, ...] = (
@@ -77,7 +83,7 @@ RULES: tuple[Rule, ...] = (
     Rule("payment_card", rb"(?:62|81)\d{2}(?:[ -]?\d{4}){2}[ -]?\d{4,7}", "unionpay_unchecked",
          hotwords=_CARD_HOTWORDS),
     Rule("email", rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}", "email",
-         boundary=EMAIL_CHARS),
+         boundary=EMAIL_CHARS, anchor=b"@", anchor_reach=64, dotted=True, text_only=True),
     Rule("cn_uscc", rb"[1-9ANY][0-9A-HJ-NP-RTUW-Y]\d{6}[0-9A-HJ-NP-RTUW-Y]{10}", "cn_uscc"),
     Rule("iban", rb"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?", "iban"),
     Rule("cn_passport", rb"(?:E[A-HJ-NP-Z0-9]|[GKH]\d|1[45]|[PSD]E|MA)\d{7}", "cn_passport",

@@ -41,8 +41,7 @@ logger = logging.getLogger(__name__)
 
 WINDOW = 512              # bytes of history kept per stream: longest value plus hotword context
 HOTWORD_REACH = 48        # a hotword must end within this many bytes before the value
-EMAIL_LOCAL_MAX = 64
-BINARY_CONTEXT = 16       # bytes either side of an e-mail candidate checked for binary data
+BINARY_CONTEXT = 16       # bytes either side of a text-only candidate checked for binary data
 _TEXT_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\r\f\v") + b"\x7f"
 
 ValueSink = Callable[[str, str, str], None]    # (class_id, normalized value, confidence)
@@ -198,12 +197,14 @@ class ScanStream:
         engine = self.engine
         rule = engine.rules[rule_index]
         tail, base = self._tail, self._base
-        if rule.class_id == "email":
-            start = self._email_start(start, ends[0])
-            if start < 0 or self._binary_around(start, ends[0]):
+        if rule.anchor:
+            start = self._reanchor(rule, start, ends[0])
+            if start < 0:
                 return
         elif start < base:
             return                        # longer than the window: no identifier we know is
+        if rule.text_only and self._binary_around(start, ends[0]):
+            return
         lo = start - base
         if lo > 0 and tail[lo - 1] in rule.boundary:
             return
@@ -213,7 +214,7 @@ class ScanStream:
             hi = end - base
             if hi < len(tail) and tail[hi] in rule.boundary:
                 continue
-            if rule.class_id == "email" and hi + 1 < len(tail) and tail[hi] == 0x2E and tail[hi + 1] in rule.boundary:
+            if rule.dotted and hi + 1 < len(tail) and tail[hi] == 0x2E and tail[hi + 1] in rule.boundary:
                 continue                  # "a@b.com.cn" must not also yield "a@b.com"
             raw = tail[lo:hi].decode(rule.encoding, "replace")
             value = engine._checks[rule_index](engine._normalizers[rule_index](raw))
@@ -222,14 +223,15 @@ class ScanStream:
                 return
         engine.rejected[rule.class_id] = engine.rejected.get(rule.class_id, 0) + 1
 
-    def _email_start(self, start: int, end: int) -> int:
-        """The leftmost start may lie far back (a long run of local-part bytes): re-anchor on '@'."""
+    def _reanchor(self, rule: Rule, start: int, end: int) -> int:
+        """The leftmost start may lie far back (a long run of local-part bytes): start again from
+        the anchor byte ("@") and take at most `anchor_reach` token bytes before it."""
         tail, base = self._tail, self._base
-        at = tail.rfind(b"@", max(start, base) - base, end - base)
+        at = tail.rfind(rule.anchor, max(start, base) - base, end - base)
         if at < 0:
             return -1
         lo = at
-        while lo > 0 and at - lo < EMAIL_LOCAL_MAX and tail[lo - 1] in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-":
+        while lo > 0 and at - lo < rule.anchor_reach and tail[lo - 1] in rule.boundary:
             lo -= 1
         return base + lo if lo < at else -1
 
@@ -238,7 +240,7 @@ class ScanStream:
 
         Random bytes (compressed or encrypted uploads) spell a syntactically valid short address
         such as `I@zn.ml` every few tens of kilobytes; digit classes need 11+ digits and
-        checksums, so only the e-mail class needs this. Text has no C0 control bytes other than
+        checksums, so only the e-mail rule is `text_only`. Text has no C0 control bytes other than
         whitespace, and its non-ASCII bytes are valid UTF-8 (GBK and UTF-16 are transcoded
         before scanning)."""
         tail, base = self._tail, self._base

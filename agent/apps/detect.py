@@ -275,22 +275,23 @@ def _tls_header(data: bytes, types: bytes) -> str | None | Literal[False]:
     return _MAYBE if len(data) < 5 else _HEADER_OK
 
 
-def _tls_client_hello(data: bytes) -> str | None | Literal[False]:
+def _tls_handshake(data: bytes, msg_type: int) -> str | None | Literal[False]:
+    """A TLS handshake record whose first message is `msg_type` (1 ClientHello, 2 ServerHello
+    or HelloRetryRequest)."""
     header = _tls_header(data, b"\x16")
     if header is not _HEADER_OK:
         return header
     if len(data) < 6:
         return _MAYBE
-    return "tls" if data[5] == 1 else _NO
+    return "tls" if data[5] == msg_type else _NO
+
+
+def _tls_client_hello(data: bytes) -> str | None | Literal[False]:
+    return _tls_handshake(data, 1)
 
 
 def _tls_server_hello(data: bytes) -> str | None | Literal[False]:
-    header = _tls_header(data, b"\x16")
-    if header is not _HEADER_OK:
-        return header
-    if len(data) < 6:
-        return _MAYBE
-    return "tls" if data[5] == 2 else _NO      # ServerHello, or a HelloRetryRequest
+    return _tls_handshake(data, 2)
 
 
 def _sslv2_client_hello(data: bytes) -> str | None | Literal[False]:
