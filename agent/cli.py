@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import environment, load
-from agent.errors import UsageError
+from agent.errors import RunError, UsageError
 from agent.stats import Stats
 
 _EPILOG_REPLAY = """\
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--sensitivity-profile", metavar="NAME",
                         help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
                              "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
+    replay.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes, flows split by hash; output identical to 1 worker "
+                             "(default: 1; env EGRESSWATCH_WORKERS)")
     replay.add_argument("--progress", choices=("auto", "always", "never"),
                         help="progress bar on stderr (default: auto = when stderr is a terminal)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
@@ -129,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"egresswatch: error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"egresswatch: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("egresswatch: interrupted", file=sys.stderr)
         return 130
@@ -138,22 +144,29 @@ def _replay(args: argparse.Namespace) -> int:
     from agent.exporters.eve import EveWriter
     from agent.pipeline import Pipeline, open_captures
     from agent.report import Progress, summary_line
+    from agent.workers import replay_parallel
 
     config = load(args.config, environment(), {
         "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
         "home": args.home, "progress": args.progress, "sensitivity_profile": args.sensitivity_profile,
-        "rule_packs": args.rules,
+        "rule_packs": args.rules, "workers": args.workers,
     })
     captures = open_captures(args.pcaps)
     _warn_if_stale(config.geoip_db)
     writer = EveWriter(config.eve)
-    stats = Stats()
     # EGRESSWATCH_STRICT=1 (set by the test suite) turns contained internal errors into failures.
-    pipeline = Pipeline(config, [writer], stats, strict=bool(os.environ.get("EGRESSWATCH_STRICT")))
     show = config.progress == "always" or (config.progress == "auto" and sys.stderr.isatty())
     progress = Progress(sys.stderr) if show else None
+    strict = bool(os.environ.get("EGRESSWATCH_STRICT"))
     try:
-        result = pipeline.replay(captures, progress.update if progress else None)
+        if config.workers > 1:
+            for capture in captures:
+                capture.close()          # each worker opens its own
+            result = replay_parallel(config, args.pcaps, config.workers, [writer], strict=strict,
+                                     progress=progress.update if progress else None)
+        else:
+            result = Pipeline(config, [writer], Stats(), strict=strict).replay(
+                captures, progress.update if progress else None)
     finally:
         if progress is not None:
             progress.clear()

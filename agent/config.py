@@ -41,6 +41,7 @@ class Config:
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
     sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
     rule_packs: tuple[str, ...] = ()          # YAML important-data rule packs (classifiers.rulepacks)
+    workers: int = 1                          # processes; flows split by hash
     findings: FindingLimits = field(default_factory=FindingLimits)
     flows: FlowLimits = field(default_factory=FlowLimits)
     defrag: DefragLimits = field(default_factory=DefragLimits)
@@ -53,6 +54,7 @@ _ENV = {
     "EGRESSWATCH_HOME": "home",
     "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
     "EGRESSWATCH_RULES": "rule_packs",
+    "EGRESSWATCH_WORKERS": "workers",
 }
 
 
@@ -112,7 +114,8 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
         elif key == "findings":
             config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
-        elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs"):
+        elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
+                     "workers"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -148,6 +151,14 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() for i in items):
             raise UsageError("geoip_db must be a MaxMind DB path or a list of them")
         return replace(config, geoip_db=tuple(i.strip() for i in items))
+    if name == "workers":
+        try:
+            workers = int(value)
+        except (TypeError, ValueError):
+            workers = 0
+        if isinstance(value, bool) or not 1 <= workers <= 256:
+            raise UsageError(f"workers must be a whole number from 1 to 256; got {value!r}")
+        return replace(config, workers=workers)
     if name in ("eve",):
         if not isinstance(value, str) or not value:
             raise UsageError(f"{name} must be a path")

@@ -8,3 +8,8 @@ traffic never raises: it is counted in `Stats.anomalies` instead.
 
 class UsageError(Exception):
     """A problem with what the operator asked for; reported as one line, exit 2."""
+
+
+class RunError(Exception):
+    """The run could not complete for a reason outside the operator's request (a worker died,
+    a capture device vanished); reported as one line, exit 1."""

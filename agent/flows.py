@@ -166,6 +166,14 @@ class FlowTable:
             self._set_state(flow, STATE_ESTABLISHED)
         return flow, direction
 
+    def advance(self, ts: int) -> None:
+        """Move the clock to a packet's time without accounting the packet (a replay worker sees
+        every frame but keeps only its share of the flows)."""
+        if ts > self.now:
+            self.now = ts
+            if ts >= self.next_sweep:
+                self._sweep(ts)
+
     def bypass(self, flow: Flow) -> None:
         """Stop reassembling a flow whose consumer needs nothing more (ciphertext after the
         handshake); its packets are then only counted, which the fast path does inline."""

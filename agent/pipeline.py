@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.apps.session import AppSession
 from agent.capture.pcapfile import CaptureFile
 from agent.config import Config
-from agent.decode import PROTO_UDP, Decoder
+from agent.decode import PROTO_UDP, Decoder, Packet
 from agent.defrag import Defragmenter
 from agent.events import alert_event, flow_event
 from agent.fastpath import run_frames
@@ -35,6 +37,32 @@ from geo.resolver import GeoResolver, geo_databases
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, current file)
+Frame = tuple[int, int, memoryview]             # (timestamp µs, link type, frame bytes)
+_AFTER_LAST_FRAME = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Which share of the flows a replay worker owns: those whose hash mod `count` is `index`."""
+    index: int
+    count: int
+
+
+def shard_of(pkt: Packet, count: int) -> int:
+    """The same for both directions of a flow, and in every process (no `hash()` salt)."""
+    a = pkt.src + pkt.sport.to_bytes(2, "big")
+    b = pkt.dst + pkt.dport.to_bytes(2, "big")
+    if a > b:
+        a, b = b, a
+    return zlib.crc32(b"%d|%d|" % (pkt.proto, pkt.vlan) + a + b) % count
+
+
+def _end_order(flow: Flow) -> tuple[int, int]:
+    return flow.last, flow.flow_id
+
+
+def _drain_order(flow: Flow) -> tuple[int, int]:
+    return flow.touched, flow.flow_id
 
 
 class Exporter(Protocol):
@@ -66,19 +94,24 @@ class Pipeline:
     """One single-threaded instance of every stage, fed frame by frame."""
 
     def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats, *,
-                 fast_path: bool = True, strict: bool = False) -> None:
+                 fast_path: bool = True, strict: bool = False, shard: Shard | None = None) -> None:
         self.config = config
+        self.shard = shard               # replay worker: only this share of the flows (agent.workers)
         self.strict = strict             # re-raise internal errors (tests) instead of counting them
         self.fast_path = fast_path       # False: every frame through the general path (tests compare)
         self.exporters = exporters
         self.stats = stats
         anomalies = stats.anomalies
+        if shard is not None:
+            # Every worker decodes every frame it cannot place by flow, so what decoding counts
+            # goes to a scratch counter first and is kept only by the frame's owner.
+            anomalies = self.decode_anomalies = Counter()
         limits = config.defrag
         self.defrag = Defragmenter(anomalies, max_trackers=limits.max_trackers, memcap_bytes=limits.memcap_bytes,
                                    timeout_us=limits.timeout_us, max_fragments=limits.max_fragments)
         self.decoder = Decoder(anomalies, self.defrag)
         self.internal = InternalNetworks(config.internal)
-        self.flows = FlowTable(config.flows, anomalies, self._session_for)
+        self.flows = FlowTable(config.flows, stats.anomalies, self._session_for)
         self.geo = GeoResolver(geo_databases(config.geoip_db), anomalies)
         profile = load_profile("cn")
         # --home replaces the profile's home set (label becomes e.g. "CN,HK").
@@ -89,6 +122,10 @@ class Pipeline:
         self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
         self.source_names: list[str] = []
+        self.frame_no = 0                     # frames read so far (counted by replay workers only)
+        self.emit_key: tuple[int, ...] = (0,)  # where in one-worker order the next event belongs
+        self._ip_counts = (0, 0)              # decoder icmp/other_ip as of this worker's last frame
+        self._emitted = 0
 
     def _session_for(self, flow: Flow) -> AppSession | None:
         internal = self.internal
@@ -123,13 +160,18 @@ class Pipeline:
         decode = self.decoder.decode
         table = self.flows
         packet = table.packet
-        finish_flow = self._finish_flow
         bypass = table.bypass
+        shard = self.shard
+        keeps = self._shard_keeps
 
         def slow(ts: int, linktype: int, data: memoryview) -> None:
             flow = None
             try:
                 pkt = decode(ts, linktype, data)
+                if shard is not None and not keeps(pkt):
+                    if table.ended:               # the clock moved: this worker's flows may end here
+                        self._finish_ended(table.expired(), self.frame_no)
+                    return
                 if pkt is None:
                     return
                 flow, direction = packet(pkt, source)
@@ -141,10 +183,10 @@ class Pipeline:
                     elif flow.streams is not None and session.done:                    # type: ignore[union-attr]
                         bypass(flow)
                     if findings.changed:
+                        self.emit_key = (self.frame_no, 0, 0, 0)
                         self._maybe_alert(flow, findings)   # type: ignore[arg-type]
                 if table.ended:
-                    for ended in table.expired():
-                        finish_flow(ended)
+                    self._finish_ended(table.expired(), self.frame_no)
             except Exception as exc:      # a bug met by odd traffic must not end the run
                 self._contain(exc, flow)
 
@@ -152,7 +194,7 @@ class Pipeline:
             if progress is not None:
                 progress(done + capture.offset, total, capture.path)
 
-        frames = capture.frames()
+        frames = capture.frames() if shard is None else self._numbered(capture.frames())
         if self.fast_path:
             packets, nbytes = run_frames(frames, table, slow, tick if progress else None)
         else:
@@ -161,19 +203,66 @@ class Pipeline:
                 packets += 1
                 nbytes += len(data)
                 slow(ts, linktype, data)
-        stats.packets += packets
-        stats.bytes += nbytes
+        if shard is None or shard.index == 0:
+            stats.packets += packets         # every worker reads every frame; one counts them
+            stats.bytes += nbytes
+
+    def _numbered(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        """Frames, keeping `frame_no` (across captures) for the order of merged worker output."""
+        number = self.frame_no
+        for frame in frames:
+            number += 1
+            self.frame_no = number
+            yield frame
+
+    def _shard_keeps(self, pkt: Packet | None) -> bool:
+        """Whether this worker owns the frame: its flow's hash, or the frame number when it
+        carries no flow. Decoder counts of frames owned elsewhere are discarded."""
+        shard = self.shard
+        assert shard is not None
+        scratch = self.decode_anomalies
+        owner = shard_of(pkt, shard.count) if pkt is not None else self.frame_no % shard.count
+        if owner != shard.index:
+            if pkt is not None:
+                self.flows.advance(pkt.ts)     # sweep at the same frames as a single worker does
+            scratch.clear()
+            self.decoder.icmp, self.decoder.other_ip = self._ip_counts
+            return False
+        if scratch:
+            self.stats.anomalies.update(scratch)
+            scratch.clear()
+        self._ip_counts = (self.decoder.icmp, self.decoder.other_ip)
+        return True
+
+    def _finish_ended(self, ended: list[Flow], frame_no: int) -> None:
+        """Export flows that ended at one frame, in a canonical order (so that N workers merge
+        into exactly the output of one)."""
+        if len(ended) > 1:
+            ended.sort(key=_end_order)
+        for flow in ended:
+            self.emit_key = (frame_no, 1, flow.last, flow.flow_id)
+            self._finish_flow(flow)
 
     def finish(self) -> None:
         """End of input: every open flow ends (reason `shutdown`) and is exported."""
-        for flow in self.flows.drain():
+        try:
+            self._finish_ended(self.flows.expired(), self.frame_no)
+            remaining = sorted(self.flows.drain(), key=_drain_order)
+        except Exception as exc:
+            self._contain(exc, None)
+            remaining = []
+        for flow in remaining:
             try:
+                self.emit_key = (_AFTER_LAST_FRAME, 1, flow.touched, flow.flow_id)
                 self._finish_flow(flow)
             except Exception as exc:
                 self._contain(exc, None)
         self.stats.flows = self.flows.created
-        self.stats.icmp = self.decoder.icmp
-        self.stats.other_ip = self.decoder.other_ip
+        if self.shard is None:
+            self.stats.icmp = self.decoder.icmp
+            self.stats.other_ip = self.decoder.other_ip
+        else:
+            self.stats.icmp, self.stats.other_ip = self._ip_counts
 
     def _contain(self, exc: Exception, flow: Flow | None) -> None:
         """Count and log (once per kind) an internal error; stop inspecting the flow it hit."""
@@ -242,5 +331,11 @@ class Pipeline:
         return flow.consumer
 
     def _emit(self, event: dict[str, Any]) -> None:
+        if self.shard is not None:
+            self._emitted += 1
+            key = self.emit_key + (self._emitted,)
+            for exporter in self.exporters:
+                exporter.emit_keyed(key, event)       # type: ignore[attr-defined]
+            return
         for exporter in self.exporters:
             exporter.emit(event)
