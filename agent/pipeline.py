@@ -12,7 +12,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from agent.events import alert_event, flow_event
 from agent.fastpath import run_frames
 from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
-from agent.stats import Stats
+from agent.stats import SEVERITY_NAMES, Stats
 from classifiers.classes import RULES, SENSITIVITY_PROFILES
 from classifiers.engine import Engine
 from classifiers.findings import Findings
@@ -156,6 +156,14 @@ class Pipeline:
 
     def _run_capture(self, capture: CaptureFile, source: int, progress: ProgressFn | None,
                      done: int, total: int) -> None:
+        def tick() -> None:
+            if progress is not None:
+                progress(done + capture.offset, total, capture.path)
+
+        self.run_frames(capture.frames(), source, tick if progress else None)
+
+    def run_frames(self, frames: Iterable[Frame], source: int = 0, tick: Callable[[], None] | None = None) -> None:
+        """Feed frames from one source (a capture file, or one block of a live ring)."""
         stats = self.stats
         decode = self.decoder.decode
         table = self.flows
@@ -190,13 +198,10 @@ class Pipeline:
             except Exception as exc:      # a bug met by odd traffic must not end the run
                 self._contain(exc, flow)
 
-        def tick() -> None:
-            if progress is not None:
-                progress(done + capture.offset, total, capture.path)
-
-        frames = capture.frames() if shard is None else self._numbered(capture.frames())
+        if shard is not None:
+            frames = self._numbered(frames)
         if self.fast_path:
-            packets, nbytes = run_frames(frames, table, slow, tick if progress else None)
+            packets, nbytes = run_frames(frames, table, slow, tick)
         else:
             packets = nbytes = 0
             for ts, linktype, data in frames:
@@ -206,6 +211,15 @@ class Pipeline:
         if shard is None or shard.index == 0:
             stats.packets += packets         # every worker reads every frame; one counts them
             stats.bytes += nbytes
+
+    def idle(self, now_us: int) -> None:
+        """Live capture with no traffic: move the flow clock to wall time so idle flows end."""
+        try:
+            self.flows.advance(now_us)
+            if self.flows.ended:
+                self._finish_ended(self.flows.expired(), self.frame_no)
+        except Exception as exc:
+            self._contain(exc, None)
 
     def _numbered(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         """Frames, keeping `frame_no` (across captures) for the order of merged worker output."""
@@ -258,6 +272,7 @@ class Pipeline:
             except Exception as exc:
                 self._contain(exc, None)
         self.stats.flows = self.flows.created
+        self.stats.rejected = Counter(self.engine.rejected)
         if self.shard is None:
             self.stats.icmp = self.decoder.icmp
             self.stats.other_ip = self.decoder.other_ip
@@ -291,7 +306,11 @@ class Pipeline:
                             app_proto=self._session(flow).event_app_proto(), direction=self._direction(flow))
         event["geo"] = geo
         self._emit(event)
-        self.stats.alerts += 1
+        stats = self.stats
+        stats.alerts += 1
+        severity = SEVERITY_NAMES[event["alert"]["severity"]]
+        for match in event["classification"]["matches"]:
+            stats.alerts_by[match["class"], severity] += 1
 
     def _finish_flow(self, flow: Flow) -> None:
         session = flow.consumer
@@ -304,13 +323,22 @@ class Pipeline:
         if findings.changed:
             self._maybe_alert(flow, findings)      # values confirmed only at the end of the flow
         app_fields = session.event_fields()
-        app_fields["geo"] = self._geo_fields(flow)
+        geo = app_fields["geo"] = self._geo_fields(flow)
         if findings:
             app_fields["classification"] = findings.event_fields()
+        direction = self._direction(flow)
         self._emit(flow_event(flow, pcap_filename=self.source_names[flow.source],
                               app_proto=session.event_app_proto(), app_fields=app_fields,
-                              direction=self._direction(flow)))
-        self.stats.flow_events += 1
+                              direction=direction))
+        stats = self.stats
+        stats.flow_events += 1
+        crossing = geo["cross_border"]
+        stats.flows_ended["unknown" if crossing is None else "true" if crossing else "false"] += 1
+        jurisdiction = geo["dest_jurisdiction" if direction == "egress" else "src_jurisdiction"]
+        # What the inside party sent: the client's bytes on egress, the server's on ingress.
+        stats.egress_bytes[jurisdiction, direction] += flow.bytes[TOSERVER if direction == "egress" else TOCLIENT]
+        for class_id in findings.by_class:
+            stats.classified[class_id, jurisdiction] += findings.count(class_id)
 
     def _geo_fields(self, flow: Flow) -> dict[str, Any]:
         """Where the outside party is: `dest_*` for egress flows, `src_*` for ingress flows."""

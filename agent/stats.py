@@ -1,14 +1,22 @@
-"""Run-wide counters: plain ints and one Counter of named anomalies.
+"""Run-wide counters: plain ints and Counters, merged across workers and read by exporters.
 
 Anomaly names are dotted, like Zeek's weirds: `decode.ipv4_bad_ihl`, `tcp.overlap_conflict`,
 `limit.reasm_memcap`. Nothing here locks or allocates per packet beyond a dict increment;
-exporters read these at scrape/summary time.
+the metrics endpoint and the summary line read these at scrape/summary time. Labelled
+counters are keyed by tuples of bounded values only (class ids, jurisdictions, directions,
+severities) — never addresses or names.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+
+SEVERITY_NAMES = {1: "high", 2: "medium", 3: "low"}   # EVE alert severity -> metric label
+
+# Upper bounds (seconds) of the scan duration histogram buckets; +Inf is implied.
+SCAN_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
 @dataclass(slots=True)
@@ -21,6 +29,18 @@ class Stats:
     icmp: int = 0               # ICMP/ICMPv6 packets: counted, not tracked as flows
     other_ip: int = 0           # IP packets of other protocols (not tracked)
     anomalies: Counter[str] = field(default_factory=Counter)
+    flows_ended: Counter[str] = field(default_factory=Counter)                 # by cross_border
+    egress_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)   # (jurisdiction, direction)
+    classified: Counter[tuple[str, str]] = field(default_factory=Counter)     # (class, jurisdiction)
+    rejected: Counter[str] = field(default_factory=Counter)                   # validator rejects by class
+    alerts_by: Counter[tuple[str, str]] = field(default_factory=Counter)      # (class, severity)
+    transfers: Counter[str] = field(default_factory=Counter)                  # register status
+    scan_buckets: list[int] = field(default_factory=lambda: [0] * (len(SCAN_BUCKETS) + 1))
+    scan_seconds: float = 0.0
+
+    def observe_scan(self, seconds: float) -> None:
+        self.scan_buckets[bisect.bisect_left(SCAN_BUCKETS, seconds)] += 1
+        self.scan_seconds += seconds
 
     def merge(self, other: Stats) -> None:
         self.packets += other.packets
@@ -31,3 +51,11 @@ class Stats:
         self.icmp += other.icmp
         self.other_ip += other.other_ip
         self.anomalies.update(other.anomalies)
+        self.flows_ended.update(other.flows_ended)
+        self.egress_bytes.update(other.egress_bytes)
+        self.classified.update(other.classified)
+        self.rejected.update(other.rejected)
+        self.alerts_by.update(other.alerts_by)
+        self.transfers.update(other.transfers)
+        self.scan_buckets = [a + b for a, b in zip(self.scan_buckets, other.scan_buckets)]
+        self.scan_seconds += other.scan_seconds

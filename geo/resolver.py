@@ -15,6 +15,7 @@ broadcast, documentation, benchmarking, shared, reserved) are never in another c
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class GeoResolver:
         self._country: list[tuple[str, geoip2.database.Reader]] = []   # (method name, reader)
         self._asn: list[geoip2.database.Reader] = []
         self.build_epochs: list[int] = []
+        self.database_builds: dict[str, int] = {}   # metric label (embedded|country|asn) -> build epoch
         self.first_error: str | None = None      # the first database error met during lookups
         self._cache: OrderedDict[bytes, Place] = OrderedDict()
         for path in paths:
@@ -58,7 +60,12 @@ class GeoResolver:
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise UsageError(f"{path}: not a usable MaxMind DB file ({_first_line(exc)})") from None
         kind = reader.metadata().database_type
-        self.build_epochs.append(reader.metadata().build_epoch)
+        epoch = reader.metadata().build_epoch
+        self.build_epochs.append(epoch)
+        from geo import EMBEDDED_DB
+        label = "embedded" if os.path.realpath(path) == os.path.realpath(EMBEDDED_DB) else \
+            "asn" if "ASN" in kind else "country"
+        self.database_builds[label] = max(epoch, self.database_builds.get(label, 0))
         if "ASN" in kind:
             self._asn.append(reader)
         elif "City" in kind:
