@@ -18,8 +18,21 @@ explicit holes (`gap`), and it returns `Chunk`s (the NamedTuple of `agent.apps.h
 
 Messages come with ``DATA`` (until a line holding a single ``.``, dot-stuffing undone) or with
 ``BDAT n [LAST]`` chunks (exactly n bytes each, complete at LAST). A message is buffered (up
-to `max_message_bytes`; beyond, the rest is dropped and ``limit.smtp_message`` counted) and
-parsed with the stdlib ``email`` package when it ends, or at `close()` if it never does.
+to `SmtpLimits.message_bytes`; beyond, the rest is dropped and ``limit.smtp_message`` counted)
+and parsed with the stdlib ``email`` package (compat32 policy: the same parts as the default
+policy at a tenth of the cost, since only raw header values are used) when it ends, or at
+`close()` if it never does.
+
+MIME limits (`SmtpLimits.mime_parts`, `mime_depth`, named and counted like HTTP multipart's
+`HttpLimits.multipart_parts` / `multipart_depth`): the stdlib parser costs about 0.3 ms per
+part and recurses per nesting level (a RecursionError near 1000 levels would lose the whole
+message), so the limits are enforced *before* it runs. One pass over the message finds the
+declared boundaries and the delimiter lines that use them; at the delimiter that would open
+part number ``mime_parts + 1`` (``limit.mime_parts``) or nest deeper than ``mime_depth``
+(``limit.mime_depth``) the message is cut: what comes before is parsed as usual and what comes
+after is emitted undecoded as one more ``smtp.body`` part, so the scanner still sees its text
+(as HTTP does with multipart past its depth). An attached message/rfc822 that was itself
+encoded is parsed the same way, within the same part count and one level deeper.
 
 The server direction emits nothing; it is only followed to pair replies with commands: a
 non-354 reply to DATA cancels the message, and 220 to STARTTLS turns the connection into TLS,
@@ -37,29 +50,46 @@ other than UTF-8 (passed through as they are), RFC 2231 attachment file names, B
 with binary MIME (parsed like any message), and it does not check replies besides 354 and 220.
 
 Anomalies: app.smtp.parse_error, app.smtp.gap, app.smtp.starttls, app.smtp.binary_part,
-limit.smtp_message, limit.smtp_depth.
+limit.smtp_message, limit.mime_parts, limit.mime_depth.
 """
 
 from __future__ import annotations
 
+import binascii
 import email.policy
+import quopri
 import re
 from collections import Counter, deque
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesFeedParser
 
 from agent.apps.charsets import codec_for
-from agent.apps.http import Chunk
+from agent.apps.http import Chunk, HttpLimits
 
-__all__ = ["Chunk", "SmtpParser", "TOSERVER", "TOCLIENT"]
+__all__ = ["Chunk", "SmtpLimits", "SmtpParser", "TOSERVER", "TOCLIENT"]
 
 TOSERVER = 0
 TOCLIENT = 1
 
 _LINE_MAX = 4096            # command / reply line; beyond: garbage
-_MAX_DEPTH = 10             # nested multipart / attached messages
 _MAX_PENDING = 1024         # commands awaiting a reply
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpLimits:
+    message_bytes: int = 32 << 20                       # one message as buffered; beyond: dropped
+    mime_parts: int = HttpLimits().multipart_parts      # MIME parts per message, nested ones included
+    # Nested multipart levels and attached messages. Deeper than HTTP's form uploads: a reply to
+    # a forwarded message is mixed > message/rfc822 > mixed > alternative > related already.
+    mime_depth: int = 10
+
+
+# MIME boundary parameters (RFC 2046 5.1.1: 1-70 characters; quoted ones may hold spaces).
+_BOUNDARY_PARAM = re.compile(rb'(?i)boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_DELIMITER_MAX = 3 + 200 + 2 + 16    # "\n--", boundary, "--", transport padding
+_REGENERATE = email.policy.compat32.clone(mangle_from_=False)   # re-serialize parsed text as it was
 
 _KNOWN = frozenset((
     b"HELO", b"EHLO", b"LHLO", b"MAIL", b"RCPT", b"DATA", b"BDAT", b"RSET", b"NOOP", b"QUIT",
@@ -99,6 +129,22 @@ def _to_utf8(data: bytes, charset: str | None) -> bytes:
     return data.decode(codec, "replace").encode("utf-8")
 
 
+def _encoded_attachment(part: Message, sub: list[Message]) -> bytes | None:
+    """The decoded bytes of a message/rfc822 sent base64 or quoted-printable (RFC 2046 forbids it;
+    some mailers do it), else None. The email package parses message/* payloads as a message
+    whatever their encoding, so what it holds is the *encoded* text: regenerate it and decode."""
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte not in ("base64", "quoted-printable") or len(sub) != 1 or not isinstance(sub[0], Message):
+        return None
+    encoded = sub[0].as_bytes(policy=_REGENERATE)
+    if cte == "quoted-printable":
+        return quopri.decodestring(encoded.lstrip(b"\r\n"))
+    try:
+        return binascii.a2b_base64(b"".join(encoded.split()))
+    except binascii.Error:
+        return None                        # not base64 after all: walk it as the text it is
+
+
 def _is_text(ctype: str) -> bool:
     return (ctype.startswith("text/") or ctype in _TEXT_APP
             or ctype.endswith(("+json", "+xml")))
@@ -129,11 +175,12 @@ def _header_text(value: str) -> str:
 class SmtpParser:
     """Both directions of one SMTP connection → decoded content chunks (see module docstring)."""
 
-    def __init__(self, anomalies: Counter[str], max_message_bytes: int = 32 << 20) -> None:
+    def __init__(self, anomalies: Counter[str], limits: SmtpLimits = SmtpLimits()) -> None:
         self.anomalies = anomalies
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
         self._closed = False
         self._part = 0
+        self._mime_parts = 0              # MIME parts of the message being emitted
         self._out: list[Chunk] = []
         # client side
         self._state = _C_CMD
@@ -351,7 +398,7 @@ class SmtpParser:
         msg = self._msg
         if msg is None or self._msg_over or not b:
             return
-        room = self.max_message_bytes - len(msg)
+        room = self.limits.message_bytes - len(msg)
         if len(b) > room:
             msg += b[:max(0, room)]
             self._msg_over = True
@@ -443,18 +490,74 @@ class SmtpParser:
         self._pend = b""
         if not data:
             return
+        self._mime_parts = 0
         try:
-            msg = self._parse(bytes(data))
+            head, rest = self._bounded(bytes(data), 0)
             del data
-            self._message(msg, 0)
+            self._message(self._parse(head), 0)
+            self._passed_through(rest)
         except Exception:  # noqa: BLE001 - the email package on hostile input: count, go on
             self.anomalies["app.smtp.parse_error"] += 1
 
     @staticmethod
     def _parse(data: bytes) -> Message:
-        p = BytesFeedParser(policy=email.policy.default)
+        p = BytesFeedParser(policy=email.policy.compat32)
         p.feed(data)
         return p.close()
+
+    def _bounded(self, data: bytes, depth: int) -> tuple[bytes, bytes]:
+        """Split `data` (a message `depth` levels down) where a MIME limit bites: (what the email
+        parser gets, what is passed through undecoded). See "MIME limits" in the module docstring."""
+        lowered = data.lower()
+        declared: set[bytes] = set()
+        at = lowered.find(b"boundary")
+        while at >= 0:
+            m = _BOUNDARY_PARAM.match(data, at)
+            if m is not None:
+                declared.add(m.group(1) or m.group(2))
+            at = lowered.find(b"boundary", at + 8)
+        del lowered
+        if not declared:
+            return data, b""
+        limits = self.limits
+        open_levels: list[bytes] = []        # boundaries of the multiparts we are inside
+        text = b"\n" + data                 # a delimiter line starting at data[i] is at text[i]
+        i = text.find(b"\n--")
+        while i >= 0:
+            end = text.find(b"\n", i + 1, i + _DELIMITER_MAX)
+            if end < 0 and len(text) - i >= _DELIMITER_MAX:
+                i = text.find(b"\n--", i + 1)       # too long for a delimiter line
+                continue
+            token = text[i + 3:end if end >= 0 else len(text)].rstrip()
+            if token in declared:                    # a part begins
+                if token in open_levels:
+                    del open_levels[open_levels.index(token) + 1:]   # inner multiparts ended unclosed
+                else:
+                    open_levels.append(token)
+                if self._mime_parts >= limits.mime_parts:
+                    self.anomalies["limit.mime_parts"] += 1
+                    return data[:i], data[i:]
+                if depth + len(open_levels) > limits.mime_depth:
+                    self.anomalies["limit.mime_depth"] += 1
+                    return data[:i], data[i:]
+                self._mime_parts += 1
+            elif token.endswith(b"--") and token[:-2] in open_levels:   # a multipart ends
+                del open_levels[open_levels.index(token[:-2]):]
+            i = text.find(b"\n--", i + 1)
+        return data, b""
+
+    def _attached(self, data: bytes, depth: int) -> None:
+        """An attached message given as bytes: parsed within the same MIME limits."""
+        head, rest = self._bounded(data, depth)
+        self._message(self._parse(head), depth)
+        self._passed_through(rest)
+
+    def _passed_through(self, rest: bytes) -> None:
+        """Message bytes past a MIME limit: not decoded, but still scanned as they are."""
+        if rest:
+            if not rest.endswith(b"\n"):
+                rest += b"\n"
+            self._out.append(Chunk(TOSERVER, "smtp.body", rest, self._new_part()))
 
     def _message(self, msg: Message, depth: int) -> None:
         """A (sub)message: its header values, then its content."""
@@ -471,14 +574,19 @@ class SmtpParser:
         self._content(msg, depth)
 
     def _content(self, part: Message, depth: int) -> None:
-        if depth > _MAX_DEPTH:
-            self.anomalies["limit.smtp_depth"] += 1
+        if depth > self.limits.mime_depth:
+            self.anomalies["limit.mime_depth"] += 1
             return
         ctype = part.get_content_type()
         if part.is_multipart():
             sub = part.get_payload()
             if not isinstance(sub, list):
                 return
+            if part.get_content_maintype() == "message":
+                encoded = _encoded_attachment(part, sub)
+                if encoded is not None:
+                    self._attached(encoded, depth + 1)
+                    return
             for s in sub:
                 if not isinstance(s, Message):
                     continue
@@ -493,7 +601,7 @@ class SmtpParser:
         if ctype.startswith("message/"):
             # an attached message that the parser kept as one (encoded) payload
             if ctype in ("message/rfc822", "message/global"):
-                self._message(self._parse(payload), depth + 1)
+                self._attached(payload, depth + 1)
             return
         if not (_is_text(ctype) or ctype.startswith("multipart/")):
             self.anomalies["app.smtp.binary_part"] += 1

@@ -12,7 +12,7 @@ from typing import Union
 import pytest
 
 from agent.apps.http import Chunk
-from agent.apps.smtp import SmtpParser
+from agent.apps.smtp import SmtpLimits, SmtpParser
 from tests.agent.parser_feed import feed_all
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -21,9 +21,9 @@ CORPUS_MISSING = "third-party pcap corpus not found at ../shared/corpus; see sha
 Item = Union[tuple[int, bytes], tuple[str, int, int]]
 
 
-def run(items: list[Item], close: bool = True, **kw) -> tuple[list[Chunk], Counter[str]]:
+def run(items: list[Item], close: bool = True, limits: SmtpLimits = SmtpLimits()) -> tuple[list[Chunk], Counter[str]]:
     anomalies: Counter[str] = Counter()
-    chunks = feed_all(SmtpParser(anomalies, **kw), items, close)
+    chunks = feed_all(SmtpParser(anomalies, limits), items, close)
     for c in chunks:
         assert isinstance(c, Chunk) and isinstance(c.data, bytes) and c.data and c.direction == 0
     return chunks, anomalies
@@ -230,7 +230,7 @@ def test_garbage_and_gap_resync() -> None:
 
 def test_message_limit_and_close() -> None:
     body = b"x" * 5000
-    chunks, anomalies = run([(0, b"DATA\r\nSubject: big\r\n\r\n" + body + b"\r\n.\r\n")], max_message_bytes=1000)
+    chunks, anomalies = run([(0, b"DATA\r\nSubject: big\r\n\r\n" + body + b"\r\n.\r\n")], limits=SmtpLimits(message_bytes=1000))
     assert anomalies["limit.smtp_message"] == 1
     assert texts(chunks, "smtp.header") == [b"big\n"]
     assert len(texts(chunks, "smtp.body")[0]) < 1000
@@ -238,6 +238,81 @@ def test_message_limit_and_close() -> None:
     chunks, _ = run([(0, crlf("DATA\nSubject: cut\n\nname John\n."))])
     assert texts(chunks, "smtp.body") == [b"name John\r\n"]
 
+
+
+def flat_parts(n: int) -> bytes:
+    parts = "".join(f"--b\nContent-Type: text/plain\n\nrow {i}: 139{i:08d}\n" for i in range(n))
+    return crlf("DATA\nSubject: many\nContent-Type: multipart/mixed; boundary=b\n\n" + parts + "--b--\n.\n")
+
+
+def nested_parts(depth: int) -> bytes:
+    head = "".join(f'Content-Type: multipart/mixed; boundary="n{i}"\n\n--n{i}\n' for i in range(depth))
+    tail = "".join(f"--n{i}--\n" for i in reversed(range(depth)))
+    return crlf("DATA\nSubject: deep\n" + head + "Content-Type: text/plain\n\nleaf 13912345678\n" + tail
+                + "after the nest 13800000000\n.\n")
+
+
+def test_mime_parts_limit_cuts_before_parsing_and_passes_the_rest_through() -> None:
+    chunks, anomalies = run([(0, flat_parts(5))], limits=SmtpLimits(mime_parts=3))
+    bodies = texts(chunks, "smtp.body")
+    assert bodies[:3] == [b"row 0: 13900000000\n", b"row 1: 13900000001\n", b"row 2: 13900000002\n"]
+    assert anomalies == Counter({"limit.mime_parts": 1})
+    rest = bodies[3]                           # undecoded, but the scanner still sees the values
+    assert rest.startswith(b"--b\r\n") and b"13900000003" in rest and b"13900000004" in rest
+    chunks, anomalies = run([(0, flat_parts(3))], limits=SmtpLimits(mime_parts=3))
+    assert len(texts(chunks, "smtp.body")) == 3 and not anomalies
+
+
+def test_mime_depth_limit() -> None:
+    chunks, anomalies = run([(0, nested_parts(6))], limits=SmtpLimits(mime_depth=4))
+    assert anomalies == Counter({"limit.mime_depth": 1})
+    bodies = b"".join(texts(chunks, "smtp.body"))
+    assert b"leaf 13912345678" in bodies and b"13800000000" in bodies
+    chunks, anomalies = run([(0, nested_parts(4))], limits=SmtpLimits(mime_depth=4))
+    assert texts(chunks, "smtp.body") == [b"leaf 13912345678\n"] and not anomalies
+
+
+def test_hostile_nesting_and_part_floods_with_default_limits() -> None:
+    """Nesting the stdlib parser cannot survive (RecursionError near 1000 levels) and more parts
+    than it can parse quickly: both cut at the default limits, nothing raised, values kept."""
+    chunks, anomalies = run([(0, nested_parts(1500))])
+    assert anomalies == Counter({"limit.mime_depth": 1})
+    bodies = b"".join(texts(chunks, "smtp.body"))
+    assert b"13912345678" in bodies and b"13800000000" in bodies
+    chunks, anomalies = run([(0, flat_parts(3000))])
+    assert anomalies == Counter({"limit.mime_parts": 1})
+    bodies = texts(chunks, "smtp.body")
+    assert len(bodies) == SmtpLimits().mime_parts + 1
+    assert b"13900002999" in bodies[-1]
+
+
+def test_dash_lines_in_text_are_not_parts() -> None:
+    sql = "".join(f"-- step {i}\nINSERT INTO t VALUES ({i});\n" for i in range(50))
+    msg = crlf("DATA\nContent-Type: multipart/mixed; boundary=x\n\n--x\nContent-Type: text/plain\n\nhi\n"
+               "--x\nContent-Type: text/x-sql\nContent-Disposition: attachment; filename=d.sql\n\n"
+               f"{sql}--x\nContent-Type: text/csv\n\n{sql}--x--\n.\n")
+    chunks, anomalies = run([(0, msg)], limits=SmtpLimits(mime_parts=3, mime_depth=1))
+    assert not anomalies["limit.mime_parts"] and not anomalies["limit.mime_depth"]
+    assert texts(chunks, "smtp.body")[1:] == [crlf(sql)[:-2] + b"\n"] * 2
+
+
+def test_encoded_attached_message_counts_in_the_same_limits() -> None:
+    inner = crlf("Subject: inner\nContent-Type: multipart/mixed; boundary=i\n\n"
+                 + "".join(f"--i\nContent-Type: text/plain\n\ninner {i}\n" for i in range(4)) + "--i--\n")
+    msg = crlf("DATA\nSubject: outer\nContent-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: text/plain\n\n"
+               "outer\n--o\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n") \
+        + base64.encodebytes(inner).replace(b"\n", b"\r\n") + crlf("--o--\n.\n")
+    chunks, anomalies = run([(0, msg)], limits=SmtpLimits(mime_parts=4))
+    bodies = texts(chunks, "smtp.body")
+    # 2 outer parts + 2 inner parts decoded; the inner rest passed through
+    assert bodies[:3] == [b"outer\n", b"inner 0\n", b"inner 1\n"]
+    assert anomalies == Counter({"limit.mime_parts": 1})
+    assert b"inner 2" in bodies[3] and b"inner 3" in bodies[3]
+    qp = crlf("DATA\nContent-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: message/rfc822\n"
+              "Content-Transfer-Encoding: quoted-printable\n\nSubject: caf=C3=A9\n\nFrom a caf=C3=A9 =\nbody\n--o--\n.\n")
+    chunks, anomalies = run([(0, qp)])
+    assert texts(chunks, "smtp.header") == ["café\n".encode()]
+    assert texts(chunks, "smtp.body") == ["From a café body\n".encode()] and not anomalies
 
 ALL = SIMPLE + crlf("""MAIL FROM:<a@b.c>
 RCPT TO:<d@e.f>
