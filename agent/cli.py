@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.config import environment, load
+from agent.config import Config, environment, load
 from agent.errors import RunError, UsageError
 from agent.stats import Stats
 
@@ -45,6 +45,15 @@ def _warn_if_stale(geoip_db: tuple[str, ...]) -> None:
             embedded[1], embedded[0])
 
 
+_EPILOG_RUN = """\
+examples:
+  egresswatch run -i ens1f1 --eve /var/log/egresswatch/eve.json --workers 2
+  egresswatch run -i ens1f1 --bpf 'not port 22' --metrics-listen 0.0.0.0:9917 --user egresswatch
+needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode); started as root, it drops to --user
+once the capture sockets are open.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as our one-line error, exit 2."""
 
@@ -52,11 +61,33 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _shared_options(parser: argparse.ArgumentParser) -> None:
+    """Options that mean the same for replay and run."""
+    parser.add_argument("--eve", metavar="OUT", help="EVE output file, or - for stdout (default: -; env EGRESSWATCH_EVE)")
+    parser.add_argument("--internal", metavar="CIDR,...",
+                        help="inside networks (default: RFC 1918, 100.64/10, fc00::/7, link-local; "
+                             "env EGRESSWATCH_INTERNAL)")
+    parser.add_argument("--geoip-db", metavar="MMDB", action="append",
+                        help="MaxMind DB for countries (Country/City) or AS numbers (ASN); repeatable "
+                             "(default: the embedded open database; env EGRESSWATCH_GEOIP_DB, comma-separated)")
+    parser.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
+                                                         "see deploy/egresswatch.toml")
+    parser.add_argument("--rules", metavar="PACK.yaml", action="append",
+                        help="important-data rule pack (repeatable; env EGRESSWATCH_RULES, comma-separated)")
+    parser.add_argument("--sensitivity-profile", metavar="NAME",
+                        help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
+                             "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes, flows split by hash; output identical to 1 worker "
+                             "(default: 1; env EGRESSWATCH_WORKERS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="egresswatch",
         description="Network egress monitor for cross-border data flow governance: "
-                    "reports flows (and, later, personal data) leaving your network.",
+                    "finds personal and important data leaving your network for another jurisdiction.",
     )
     parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -67,27 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "Several files are processed in order as one continuous capture.",
         epilog=_EPILOG_REPLAY, formatter_class=argparse.RawDescriptionHelpFormatter)
     replay.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture file(s); format detected by content")
-    replay.add_argument("--eve", metavar="OUT", help="EVE output file, or - for stdout (default: -; env EGRESSWATCH_EVE)")
-    replay.add_argument("--internal", metavar="CIDR,...",
-                        help="inside networks (default: RFC 1918, 100.64/10, fc00::/7, link-local; "
-                             "env EGRESSWATCH_INTERNAL)")
-    replay.add_argument("--geoip-db", metavar="MMDB", action="append",
-                        help="MaxMind DB for countries (Country/City) or AS numbers (ASN); repeatable "
-                             "(default: the embedded open database; env EGRESSWATCH_GEOIP_DB, comma-separated)")
-    replay.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
-    replay.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
-                                                         "see deploy/egresswatch.toml")
-    replay.add_argument("--rules", metavar="PACK.yaml", action="append",
-                        help="important-data rule pack (repeatable; env EGRESSWATCH_RULES, comma-separated)")
-    replay.add_argument("--sensitivity-profile", metavar="NAME",
-                        help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
-                             "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
-    replay.add_argument("--workers", type=int, metavar="N",
-                        help="worker processes, flows split by hash; output identical to 1 worker "
-                             "(default: 1; env EGRESSWATCH_WORKERS)")
+    _shared_options(replay)
+    replay.add_argument("--metrics-textfile", metavar="FILE",
+                        help="write Prometheus metrics here at the end, in node-exporter textfile format "
+                             "(env EGRESSWATCH_METRICS_TEXTFILE)")
     replay.add_argument("--progress", choices=("auto", "always", "never"),
                         help="progress bar on stderr (default: auto = when stderr is a terminal)")
     replay.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+
+    run = sub.add_parser(
+        "run", help="capture live on an interface (AF_PACKET) and write EVE events, alerts and metrics",
+        description="Capture on a mirror (span) port or gateway interface with a TPACKET_V3 ring per "
+                    "worker, classify what leaves the network, and write EVE events; serve Prometheus "
+                    "metrics. SIGTERM/SIGINT: flush every open flow and exit 0. SIGHUP: reopen output "
+                    "files, reload rule packs and GeoIP databases.",
+        epilog=_EPILOG_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--interface", "-i", metavar="IF", help="capture interface (env EGRESSWATCH_INTERFACE)")
+    run.add_argument("--bpf", metavar="EXPR", help="kernel filter, tcpdump syntax (env EGRESSWATCH_BPF)")
+    run.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                     help="Prometheus /metrics address (default 127.0.0.1:9917; 'off' to disable; "
+                          "env EGRESSWATCH_METRICS_LISTEN)")
+    run.add_argument("--user", metavar="USER", help="run as this user once the sockets are open, when started "
+                                                      "as root (default: nobody; env EGRESSWATCH_USER)")
+    run.add_argument("--no-drop-privileges", dest="drop_privileges", action="store_false", default=None,
+                     help="keep root and capabilities (debugging only)")
+    run.add_argument("--no-promiscuous", dest="promiscuous", action="store_false", default=None,
+                     help="do not put the interface in promiscuous mode")
+    _shared_options(run)
 
     geo = sub.add_parser("geo", help="where addresses are: country, jurisdiction, cross-border, AS",
                          description="Look addresses up in MaxMind DB files and print one JSON object per "
@@ -124,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "replay":
             return _replay(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "rules":
             return _rules(args)
         if args.command == "geo":
@@ -146,11 +185,7 @@ def _replay(args: argparse.Namespace) -> int:
     from agent.report import Progress, summary_line
     from agent.workers import replay_parallel
 
-    config = load(args.config, environment(), {
-        "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
-        "home": args.home, "progress": args.progress, "sensitivity_profile": args.sensitivity_profile,
-        "rule_packs": args.rules, "workers": args.workers,
-    })
+    config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
     captures = open_captures(args.pcaps)
     _warn_if_stale(config.geoip_db)
     writer = EveWriter(config.eve)
@@ -173,9 +208,41 @@ def _replay(args: argparse.Namespace) -> int:
         writer.close()
     for line in result.damaged:
         print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
+    if config.metrics_textfile:
+        _write_metrics_textfile(config, result.stats)
     if not args.quiet:
         print(summary_line(result), file=sys.stderr)
     return 0
+
+
+def _write_metrics_textfile(config: Config, stats: Stats) -> None:
+    from agent.metrics import Snapshot, write_textfile
+    from geo.resolver import GeoResolver, geo_databases
+
+    resolver = GeoResolver(geo_databases(config.geoip_db))
+    try:
+        write_textfile(config.metrics_textfile, Snapshot(stats=stats, geoip_builds=dict(resolver.database_builds)))
+    finally:
+        resolver.close()
+
+
+def _config_from(args: argparse.Namespace, **extra: object):
+    return load(args.config, environment(), {
+        "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
+        "home": args.home, "sensitivity_profile": args.sensitivity_profile,
+        "rule_packs": args.rules, "workers": args.workers, **extra,
+    })
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.live import run_live
+
+    config = _config_from(args, interface=args.interface, bpf=args.bpf, metrics_listen=args.metrics_listen,
+                          user=args.user, drop_privileges=args.drop_privileges, promiscuous=args.promiscuous)
+    _warn_if_stale(config.geoip_db)
+    logging.getLogger("egresswatch").setLevel(logging.INFO)
+    return run_live(config, user=config.capture.user, drop_privileges=config.capture.drop_privileges,
+                    strict=bool(os.environ.get("EGRESSWATCH_STRICT")))
 
 
 def _geo(args: argparse.Namespace) -> int:

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from agent.capture.afpacket import RingOptions
 from agent.errors import UsageError
 from agent.flows import FlowLimits
+from agent.metrics import MetricsListen, parse_listen
 from classifiers.classes import SENSITIVITY_PROFILES
 from classifiers.findings import FindingLimits
 from geo.networks import DEFAULT_INTERNAL, parse_cidrs
@@ -30,6 +32,24 @@ class DefragLimits:
     memcap_bytes: int = 32 << 20        # bytes held across them
     timeout_us: int = 30_000_000        # an incomplete datagram is dropped after this
     max_fragments: int = 256            # fragments per datagram
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    """Live capture (`egresswatch run`)."""
+    interface: str = ""
+    bpf: str = ""                      # tcpdump filter expression, compiled with libpcap
+    promiscuous: bool = True
+    user: str = "nobody"               # run as this user once the sockets are open (when started as root)
+    drop_privileges: bool = True
+    block_size: int = RingOptions().block_size
+    block_count: int = RingOptions().block_count
+    block_timeout_ms: int = RingOptions().block_timeout_ms
+
+    @property
+    def ring(self) -> RingOptions:
+        return RingOptions(block_size=self.block_size, block_count=self.block_count,
+                           block_timeout_ms=self.block_timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,9 @@ class Config:
     findings: FindingLimits = field(default_factory=FindingLimits)
     flows: FlowLimits = field(default_factory=FlowLimits)
     defrag: DefragLimits = field(default_factory=DefragLimits)
+    capture: CaptureOptions = field(default_factory=CaptureOptions)
+    metrics: MetricsListen = field(default_factory=MetricsListen)
+    metrics_textfile: str = ""           # replay: write the metrics here at the end (node-exporter textfile)
 
 
 _ENV = {
@@ -55,6 +78,11 @@ _ENV = {
     "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
     "EGRESSWATCH_RULES": "rule_packs",
     "EGRESSWATCH_WORKERS": "workers",
+    "EGRESSWATCH_INTERFACE": "interface",
+    "EGRESSWATCH_BPF": "bpf",
+    "EGRESSWATCH_METRICS_LISTEN": "metrics_listen",
+    "EGRESSWATCH_METRICS_TEXTFILE": "metrics_textfile",
+    "EGRESSWATCH_USER": "user",
 }
 
 
@@ -78,8 +106,28 @@ def _limits_from(section: Mapping[str, Any], cls: type, where: str) -> Any:
     return cls(**values)
 
 
+def _options_from(section: Mapping[str, Any], cls: type, where: str, hidden: tuple[str, ...] = ()) -> Any:
+    """A section of strings, booleans and whole numbers, each checked against its default's type."""
+    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls) if f.name not in hidden}
+    values = {}
+    for key, value in section.items():
+        if key not in defaults:
+            raise UsageError(f"unknown option [{where}] {key} (known: {', '.join(sorted(defaults))})")
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise UsageError(f"[{where}] {key} must be {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
 def _toml_names(cls: type) -> list[str]:
-    return [f.name[:-3] if f.name.endswith("_us") else f.name for f in fields(cls)]
+    return [f.name.removesuffix("_us") for f in fields(cls)]
 
 
 def load(path: str | None, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Config:
@@ -114,6 +162,17 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
         elif key == "findings":
             config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
+        elif key == "capture":
+            config = replace(config, capture=_options_from(_table(value, key, path), CaptureOptions, key))
+        elif key == "metrics":
+            section = dict(_table(value, key, path))
+            listen = section.pop("listen", None)
+            textfile = section.pop("textfile", None)
+            config = replace(config, metrics=_options_from(section, MetricsListen, key, hidden=("host", "port")))
+            if listen is not None:
+                config = _set(config, "metrics_listen", listen)
+            if textfile is not None:
+                config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
                      "workers"):
             config = _set(config, key, value)
@@ -159,6 +218,21 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if isinstance(value, bool) or not 1 <= workers <= 256:
             raise UsageError(f"workers must be a whole number from 1 to 256; got {value!r}")
         return replace(config, workers=workers)
+    if name in ("interface", "bpf", "user"):
+        if not isinstance(value, str):
+            raise UsageError(f"{name} must be a string")
+        return replace(config, capture=replace(config.capture, **{name: value}))
+    if name == "promiscuous" or name == "drop_privileges":
+        return replace(config, capture=replace(config.capture, **{name: bool(value)}))
+    if name == "metrics_listen":
+        if value in ("", "off", "none"):
+            return replace(config, metrics=replace(config.metrics, port=0))
+        host, port = parse_listen(value)
+        return replace(config, metrics=replace(config.metrics, host=host, port=port))
+    if name == "metrics_textfile":
+        if not isinstance(value, str):
+            raise UsageError("metrics_textfile must be a path")
+        return replace(config, metrics_textfile=value)
     if name in ("eve",):
         if not isinstance(value, str) or not value:
             raise UsageError(f"{name} must be a path")

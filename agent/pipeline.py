@@ -21,6 +21,7 @@ from agent.capture.pcapfile import CaptureFile
 from agent.config import Config
 from agent.decode import PROTO_UDP, Decoder, Packet
 from agent.defrag import Defragmenter
+from agent.errors import UsageError
 from agent.events import alert_event, flow_event
 from agent.fastpath import run_frames
 from agent.flows import Flow, FlowTable
@@ -121,7 +122,7 @@ class Pipeline:
         self.finding_limits = config.findings
         self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
-        self.source_names: list[str] = []
+        self.source_names: list[str | None] = []   # capture file per source; None when live
         self.frame_no = 0                     # frames read so far (counted by replay workers only)
         self.emit_key: tuple[int, ...] = (0,)  # where in one-worker order the next event belongs
         self._ip_counts = (0, 0)              # decoder icmp/other_ip as of this worker's last frame
@@ -211,6 +212,19 @@ class Pipeline:
         if shard is None or shard.index == 0:
             stats.packets += packets         # every worker reads every frame; one counts them
             stats.bytes += nbytes
+
+    def reload(self) -> None:
+        """SIGHUP: read the rule packs and GeoIP databases again; flows that start from now on use
+        them. A file that no longer loads is reported and the current rules and databases kept."""
+        try:
+            geo = GeoResolver(geo_databases(self.config.geoip_db), self.stats.anomalies)
+            pack_rules, pack_classes = load_packs(self.config.rule_packs)
+            engine = Engine(RULES + tuple(pack_rules))
+        except UsageError as exc:
+            logger.error("reload failed, keeping the current rules and GeoIP databases: %s", exc)
+            return
+        self.geo.close()
+        self.geo, self.engine, self.pack_classes = geo, engine, pack_classes
 
     def idle(self, now_us: int) -> None:
         """Live capture with no traffic: move the flow clock to wall time so idle flows end."""

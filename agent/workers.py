@@ -27,7 +27,14 @@ import msgpack
 
 from agent.config import Config
 from agent.errors import RunError, UsageError
-from agent.pipeline import Exporter, Pipeline, ProgressFn, ReplayResult, Shard, open_captures
+from agent.pipeline import (
+    Exporter,
+    Pipeline,
+    ProgressFn,
+    ReplayResult,
+    Shard,
+    open_captures,
+)
 from agent.stats import Stats
 
 

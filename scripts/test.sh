@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-# tshark is the reference for TCP reassembly; tcpdump/libpcap compile BPF expressions.
+# tshark: the reference for TCP reassembly; tcpdump/libpcap: BPF; iproute2 + tcpreplay: the live
+# agent test in network namespaces; rsyslog: the syslog sink test; prometheus: promtool and the
+# scrape test; ngrep: a peer in the benchmark smoke test.
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip tshark tcpdump >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip tshark tcpdump \
+    iproute2 tcpreplay rsyslog prometheus ngrep >/dev/null
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

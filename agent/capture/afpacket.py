@@ -135,7 +135,7 @@ class AfPacketRing:
                                  "port that already receives the mirrored traffic)") from None
         if fanout_group is not None:
             value = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, value)
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", value))   # > INT_MAX as an int
         self.poller = select.poll()
         self.poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self.next_block = 0

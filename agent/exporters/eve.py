@@ -6,6 +6,7 @@ pipe on stdout (`| head`) ends output quietly instead of raising a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import IO, Any
 
@@ -24,11 +25,27 @@ class EveWriter:
             self._out: IO[str] = sys.stdout
             self._owned = False
         else:
-            try:
-                self._out = open(path, "a" if append else "w", encoding="utf-8", buffering=1 << 16)
-            except OSError as exc:
-                raise UsageError(f"cannot open EVE output {path}: {exc.strerror}") from None
+            self._out = self._open("a" if append else "w")
             self._owned = True
+
+    def _open(self, mode: str) -> IO[str]:
+        try:
+            return open(self.path, mode, encoding="utf-8", buffering=1 << 16)
+        except OSError as exc:
+            raise UsageError(f"cannot open EVE output {self.path}: {exc.strerror}") from None
+
+    def reopen(self) -> None:
+        """After logrotate moved the file away (SIGHUP): flush to the old file, append to a new one.
+        If the new one cannot be opened, keep writing to the old one rather than lose events."""
+        if not self._owned:
+            return
+        try:
+            fresh = self._open("a")
+        except UsageError as exc:
+            logging.getLogger("egresswatch").error("%s; still writing to the previous file", exc)
+            return
+        self._out.close()
+        self._out = fresh
 
     def emit(self, event: dict[str, Any]) -> None:
         if self._broken:
@@ -36,6 +53,15 @@ class EveWriter:
         try:
             self._out.write(dumps(event) + "\n")
             self.written += 1
+        except BrokenPipeError:
+            self._broken = True
+
+    def flush(self) -> None:
+        """Live: make each batch visible to tailing readers (Filebeat) without waiting for 64 KiB."""
+        if self._broken:
+            return
+        try:
+            self._out.flush()
         except BrokenPipeError:
             self._broken = True
 
