@@ -174,7 +174,7 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             if textfile is not None:
                 config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
-                     "workers"):
+                     "workers", "metrics_textfile"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agent.config import Config, load
@@ -48,3 +50,39 @@ def test_bad_config_is_a_usage_error(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load(str(path), {}, {})
+
+
+def test_example_config_documents_every_option():
+    import tomllib
+    from dataclasses import fields
+
+    from agent.config import CaptureOptions, DefragLimits, _toml_names
+    from agent.flows import FlowLimits
+    from agent.metrics import MetricsListen
+    from classifiers.findings import FindingLimits
+
+    data = tomllib.loads((PROJECT_ROOT / "deploy" / "egresswatch.toml").read_text())
+    sections = {"findings": FindingLimits, "flows": FlowLimits, "defrag": DefragLimits, "capture": CaptureOptions}
+    top = {f.name for f in fields(Config)} - set(sections) - {"metrics"}
+    assert top <= set(data), f"undocumented: {top - set(data)}"
+    for name, cls in sections.items():
+        assert set(_toml_names(cls)) == set(data[name]), name
+    metrics = {f.name for f in fields(MetricsListen)} - {"host", "port"} | {"listen"}
+    assert metrics == set(data["metrics"])
+
+
+def test_capture_and_metrics_sections_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[capture]\ninterface = "ens1"\nblock_count = 8\npromiscuous = false\n'
+                    '[metrics]\nlisten = "0.0.0.0:9100"\n')
+    config = load(str(path), {"EGRESSWATCH_BPF": "not port 22"}, {"interface": "ens2"})
+    assert config.capture.interface == "ens2" and config.capture.block_count == 8
+    assert config.capture.promiscuous is False and config.capture.bpf == "not port 22"
+    assert (config.metrics.host, config.metrics.port) == ("0.0.0.0", 9100)
+    assert load(None, {}, {"metrics_listen": "off"}).metrics.port == 0
+    for text, message in (('[capture]\nblock_count = "x"\n', "block_count must be int"),
+                          ('[capture]\nnope = 1\n', "unknown option [capture] nope"),
+                          ('[metrics]\nlisten = "9100"\n', "ADDRESS:PORT")):
+        path.write_text(text)
+        with pytest.raises(UsageError, match=re.escape(message)):
+            load(str(path), {}, {})
