@@ -1,0 +1,149 @@
+"""Prometheus metrics: naming conventions, bounded labels, values from a real replay, the
+textfile for replay, and the /metrics listener with TLS and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import re
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.config import Config
+from agent.metrics import MetricsListen, Snapshot, registry_for, serve_metrics
+from agent.pipeline import Pipeline, open_captures
+from agent.stats import Stats
+from tests.streams import PROJECT_ROOT
+
+SAMPLE = PROJECT_ROOT / "samples" / "sample-egress.pcap"
+_NAME = re.compile(r"^egresswatch_[a-z][a-z0-9_]*$")
+_HOSTNAME = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$", re.I)
+
+
+class Drop:
+    def emit(self, event: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def replay_snapshot() -> Snapshot:
+    stats = Stats()
+    pipeline = Pipeline(Config(), [Drop()], stats)
+    pipeline.replay(open_captures([str(SAMPLE)]))
+    return Snapshot(stats=stats, geoip_builds=dict(pipeline.geo.database_builds))
+
+
+def _families(snapshot: Snapshot) -> dict:
+    from prometheus_client import generate_latest
+    text = generate_latest(registry_for(lambda: snapshot, process=False)).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_names_units_and_types_follow_prometheus_conventions(replay_snapshot):
+    families = _families(replay_snapshot)
+    assert len(families) >= 20
+    for name, family in families.items():
+        assert _NAME.match(name), name
+        assert family.documentation, name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), name
+        assert not name.endswith("_count") and "milliseconds" not in name, name
+    assert families["egresswatch_scan_duration_seconds"].type == "histogram"
+    assert families["egresswatch_flows_active"].type == "gauge"
+
+
+def test_no_label_value_is_an_address_a_hostname_or_a_value(replay_snapshot):
+    for family in _families(replay_snapshot).values():
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                if label in ("le", "version"):
+                    continue
+                try:
+                    ipaddress.ip_address(value)
+                    pytest.fail(f"{sample.name}{{{label}={value}}} is an address")
+                except ValueError:
+                    pass
+                assert not _HOSTNAME.match(value), f"{sample.name}{{{label}={value}}} looks like a host name"
+                assert not any(ch.isdigit() for ch in value) or label == "kind", (sample.name, label, value)
+
+
+def test_values_come_from_the_replay(replay_snapshot):
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in _families(replay_snapshot).values() for s in family.samples}
+    stats = replay_snapshot.stats
+    assert samples[("egresswatch_capture_packets_total", ())] == stats.packets == 574
+    assert samples[("egresswatch_flows_total", (("cross_border", "true"),))] == stats.flows_ended["true"] > 0
+    us_ids = samples[("egresswatch_classified_values_total", (("class", "cn_resident_id"), ("jurisdiction", "US")))]
+    assert us_ids == stats.classified["cn_resident_id", "US"] > 0
+    assert sum(v for (name, _), v in samples.items() if name == "egresswatch_alerts_total") >= stats.alerts > 0
+    assert samples[("egresswatch_geoip_database_build_timestamp_seconds", (("database", "embedded"),))] > 1.7e9
+
+
+def test_replay_writes_the_textfile(tmp_path: Path):
+    textfile = tmp_path / "egresswatch.prom"
+    subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(SAMPLE), "--eve", str(tmp_path / "e.json"),
+                    "--metrics-textfile", str(textfile), "-q"], check=True, timeout=120, cwd=PROJECT_ROOT)
+    families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+    assert families["egresswatch_capture_packets"].samples[0].value == 574
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(SAMPLE), "--eve", "/dev/null",
+                             "--metrics-textfile", str(tmp_path / "no" / "such" / "dir.prom"), "-q"],
+                            capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("egresswatch: error: cannot write metrics textfile")
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_listener_with_tls_and_basic_auth(tmp_path: Path, replay_snapshot):
+    cert, key = _self_signed(tmp_path)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    listen = MetricsListen(host="127.0.0.1", port=0, certfile=str(cert), keyfile=str(key),
+                           basic_auth_user="prom", basic_auth_password_file=str(secret))
+    server = serve_metrics(listen, registry_for(lambda: replay_snapshot))
+    try:
+        url = f"https://localhost:{server.server_port}/metrics"
+        context = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=context, timeout=10)
+        assert refused.value.code == 401
+        wrong = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"prom:x").decode()})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(wrong, context=context, timeout=10)
+        right = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"prom:s3cret").decode()})
+        body = urllib.request.urlopen(right, context=context, timeout=10).read().decode()
+        assert "egresswatch_capture_packets_total 574.0" in body
+        assert "process_cpu_seconds_total" in body
+    finally:
+        server.shutdown()
+        server.server_close()
