@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 import zlib
 from collections import Counter
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, current file)
 Frame = tuple[int, int, memoryview]             # (timestamp µs, link type, frame bytes)
+_len_frag = struct.Struct("!2xH2xH").unpack_from  # IPv4 total length and fragment field
 _AFTER_LAST_FRAME = 1 << 62
 
 
@@ -124,6 +126,7 @@ class Pipeline:
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
         self.source_names: list[str | None] = []   # capture file per source; None when live
         self.frame_no = 0                     # frames read so far (counted by replay workers only)
+        self.frames_read = self.bytes_read = 0
         self.emit_key: tuple[int, ...] = (0,)  # where in one-worker order the next event belongs
         self._ip_counts = (0, 0)              # decoder icmp/other_ip as of this worker's last frame
         self._emitted = 0
@@ -200,7 +203,7 @@ class Pipeline:
                 self._contain(exc, flow)
 
         if shard is not None:
-            frames = self._numbered(frames)
+            frames = self._owned_frames(frames)
         if self.fast_path:
             packets, nbytes = run_frames(frames, table, slow, tick)
         else:
@@ -209,9 +212,11 @@ class Pipeline:
                 packets += 1
                 nbytes += len(data)
                 slow(ts, linktype, data)
-        if shard is None or shard.index == 0:
-            stats.packets += packets         # every worker reads every frame; one counts them
+        if shard is None:
+            stats.packets += packets
             stats.bytes += nbytes
+        elif shard.index == 0:               # every worker reads every frame; one counts them
+            stats.packets, stats.bytes = self.frames_read, self.bytes_read
 
     def reload(self) -> None:
         """SIGHUP: read the rule packs and GeoIP databases again; flows that start from now on use
@@ -235,13 +240,45 @@ class Pipeline:
         except Exception as exc:
             self._contain(exc, None)
 
-    def _numbered(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        """Frames, keeping `frame_no` (across captures) for the order of merged worker output."""
+    def _owned_frames(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """A replay worker's frames: those of its own flows, and those that cannot be placed
+        without decoding. Keeps `frame_no` (for the order of merged output) and counts every
+        frame read. A plain untagged IPv4 TCP/UDP frame of another worker's flow is dropped here
+        with one CRC, not decoded: by the same checks as the fast path, decoding it would count
+        nothing, and all it would do in this worker is move the flow clock."""
+        shard = self.shard
+        assert shard is not None
+        index, count = shard.index, shard.count
+        table = self.flows
+        crc32 = zlib.crc32
+        tcp_prefix, udp_prefix = b"6|0|", b"17|0|"
         number = self.frame_no
         for frame in frames:
             number += 1
+            ts, linktype, data = frame
+            length = len(data)
+            self.frames_read += 1
+            self.bytes_read += length
+            if linktype == 1 and length >= 54 and data[14] == 0x45 and data[12] == 8 and data[13] == 0:
+                total, frag = _len_frag(data, 14)
+                proto = data[23]
+                if not frag & 0x3FFF and 40 <= total <= length - 14 and (
+                        (proto == 6 and 20 <= (data[46] >> 4) << 2 <= total - 20)
+                        or (proto == 17 and 8 <= (data[38] << 8 | data[39]) <= total - 20)):
+                    a = bytes(data[26:30]) + bytes(data[34:36])
+                    b = bytes(data[30:34]) + bytes(data[36:38])
+                    if a > b:
+                        a, b = b, a
+                    if crc32((tcp_prefix if proto == 6 else udp_prefix) + a + b) % count != index:
+                        if ts > table.now:
+                            self.frame_no = number
+                            table.advance(ts)
+                            if table.ended:
+                                self._finish_ended(table.expired(), number)
+                        continue
             self.frame_no = number
             yield frame
+        self.frame_no = number
 
     def _shard_keeps(self, pkt: Packet | None) -> bool:
         """Whether this worker owns the frame: its flow's hash, or the frame number when it
