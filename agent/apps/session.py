@@ -8,7 +8,11 @@ are replayed into the protocol's handling and everything after goes straight thr
 - http, smtp: a parser from `agent.apps.PARSERS` turns messages into decoded content chunks
   (URI, headers, bodies; envelope, headers, MIME text parts);
 - tls, ssh: ciphertext is not scanned (the TLS SNI is kept);
-- anything else (smtp, ftp, dns, unrecognized): raw stream bytes are scanned.
+- anything else (ftp, dns, unrecognized): raw stream bytes are scanned.
+
+Undeclared UTF-16 (`agent.apps.charsets.Utf16Text`) is recognised per text — the raw export
+direction as a whole, each body/part chunk sequence, each datagram — and transcoded to UTF-8
+before the scanner sees it; then full-width digits are folded to ASCII.
 
 Only the flow's export direction is scanned: what the inside host sends (`inspect`):
 the client's bytes on an egress flow, the server's bytes on an ingress flow. Data coming
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agent.apps import PARSERS
+from agent.apps.charsets import Utf16Text, utf16_to_utf8
 from agent.apps.detect import detect_tcp, detect_udp
 from agent.apps.http import Chunk
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
@@ -37,6 +42,9 @@ _Method = TypeVar("_Method", bound=Callable[..., None])
 DETECT_BYTES = 4096        # per direction; detection gives up ("failed") past this
 _ENCRYPTED = frozenset(("tls", "ssh"))
 _SEPARATOR = b"\n"         # written between unrelated texts so no value spans them
+# Chunk kinds that carry whole texts of unknown encoding (bodies, parts, out-of-sync bytes):
+# checked for UTF-16. URIs and header values are short and ASCII on the wire.
+_TEXT_KINDS = frozenset(("http.body", "smtp.body", "raw"))
 
 
 def _contained(method: _Method) -> _Method:
@@ -66,7 +74,8 @@ class AppSession:
     """Detects app_proto for one flow, extracts content, and scans the export direction."""
 
     __slots__ = ("anomalies", "inspect", "scanner", "strict", "broken", "app_proto", "sni", "gaps", "seen",
-                 "_head", "_hello", "_detecting", "_sni_pending", "_parser", "_raw", "_last_part", "_finished")
+                 "_head", "_hello", "_detecting", "_sni_pending", "_parser", "_raw", "_last_part", "_finished",
+                 "_text")
 
     def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None, *,
                  strict: bool = False) -> None:
@@ -87,6 +96,7 @@ class AppSession:
         self._raw = False                        # scan the export direction's raw bytes
         self._last_part: tuple[str, int] | None = None
         self._finished = False
+        self._text: Utf16Text | None = None     # the text being scanned, if its encoding is sniffed
 
     # -- StreamConsumer ------------------------------------------------------------------
 
@@ -122,7 +132,9 @@ class AppSession:
         if self._parser is not None:
             self._scan_chunks(self._parser.gap(direction, nbytes))
         elif self._raw and direction == self.inspect and self.scanner is not None:
+            self._end_text()             # bytes after a hole are a new text (and maybe misaligned)
             self.scanner.write(_SEPARATOR)
+            self._text = Utf16Text()
 
     def end(self, direction: int) -> None:
         """Per-direction end: nothing to do; `finish()` runs once when the flow ends."""
@@ -136,7 +148,7 @@ class AppSession:
             if self.app_proto is None:
                 self.anomalies["app.detect_failed"] += 1
         if direction == self.inspect and self.scanner is not None and len(payload):
-            self.scanner.write(ascii_digits_utf8(bytes(payload)))
+            self.scanner.write(ascii_digits_utf8(utf16_to_utf8(bytes(payload))))
             self.scanner.write(_SEPARATOR)
 
     @_contained
@@ -150,6 +162,7 @@ class AppSession:
         if self._parser is not None:
             self._scan_chunks(self._parser.close())
         if self.scanner is not None:
+            self._end_text()
             self.scanner.close()
 
     @property
@@ -190,6 +203,7 @@ class AppSession:
                 self.anomalies["app.encrypted_not_scanned"] += 1
             else:
                 self._raw = True
+                self._text = Utf16Text()
         head, self._head = self._head, [bytearray(), bytearray()]
         for direction in (TOSERVER, TOCLIENT):
             if head[direction]:
@@ -199,7 +213,9 @@ class AppSession:
         if self._parser is not None:
             self._scan_chunks(self._parser.feed(direction, data))
         elif self._raw and direction == self.inspect:
-            self.scanner.write(ascii_digits_utf8(bytes(data)))  # type: ignore[union-attr]
+            out = self._text.feed(bytes(data))  # type: ignore[union-attr]
+            if out:
+                self.scanner.write(ascii_digits_utf8(out))  # type: ignore[union-attr]
 
     def _scan_chunks(self, chunks: list[Chunk]) -> None:
         scanner = self.scanner
@@ -210,9 +226,23 @@ class AppSession:
                 continue
             part = (chunk.kind, chunk.part)
             if part != self._last_part:
+                self._end_text()
                 scanner.write(_SEPARATOR)
                 self._last_part = part
-            scanner.write(ascii_digits_utf8(chunk.data))
+                self._text = Utf16Text() if chunk.kind in _TEXT_KINDS else None
+            text = self._text
+            data = chunk.data if text is None else text.feed(chunk.data)
+            if data:
+                scanner.write(ascii_digits_utf8(data))
+
+    def _end_text(self) -> None:
+        """The current text ended: write what its UTF-16 check still holds."""
+        text = self._text
+        if text is not None:
+            self._text = None
+            data = text.close()
+            if data:
+                self.scanner.write(ascii_digits_utf8(data))  # type: ignore[union-attr]
 
     def _feed_hello(self, data: memoryview | bytes) -> None:
         hello = self._hello
