@@ -272,11 +272,14 @@ class FlowTable:
         for timeout, queue in self.queues.items():
             expired = []
             for flow in queue:
-                if now - flow.last <= timeout:
-                    # Queues are ordered by activity to within _LRU_TOUCH_US; a flow just
-                    # behind a live one is expired by a later sweep, at most that much late.
+                if now - flow.touched <= timeout:
+                    # Queues are ordered by `touched`, and last >= touched: no flow from here on
+                    # can be idle for longer than the timeout.
                     break
-                expired.append(flow)
+                if now - flow.last > timeout:
+                    # Exactly the idle flows, whatever else shares the queue: a replay worker
+                    # holding a subset of the flows ends the same flows at the same packet.
+                    expired.append(flow)
             for flow in expired:
                 self._remove(flow)
                 self._finish(flow, REASON_TIMEOUT)
@@ -291,6 +294,7 @@ class FlowTable:
         flow.state = state
         if flow.queue is not None:
             del flow.queue[flow]
+            flow.touched = max(flow.touched, flow.last)   # it goes to the back: keep queues ordered
             self._enqueue(flow)
 
     def _enqueue(self, flow: Flow) -> None:
