@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -20,6 +23,7 @@ from agent.events import alert_event
 from agent.exporters.ratelimit import FlowRateLimiter
 from agent.exporters.spool import HEADER, MAGIC, MIN_LIMIT_BYTES, Spool, backoff_delay
 from agent.flows import Flow
+from tests.streams import PROJECT_ROOT
 
 T0_US = 1_767_225_600_000_000
 
@@ -207,6 +211,36 @@ def test_a_torn_last_record_is_cut_and_counted(tmp_path):
     for event in alert_events(3, first_port=50_000):
         spool.append(event)
     assert read_all(spool) == events[:19] + alert_events(3, first_port=50_000)
+    spool.close()
+
+
+# A writer that prints each index once append() has returned, until it is killed (or 200,000 records).
+_WRITER = """
+import sys
+from agent.exporters.spool import Spool
+spool = Spool(sys.argv[1], 64 << 20)
+for i in range(200_000):
+    spool.append({"event_type": "alert", "n": i, "pad": "x" * (i % 500)})
+    print(i, flush=True)
+"""
+
+
+def test_a_killed_writer_loses_nothing_append_returned(tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    last = -1
+    deadline = time.monotonic() + 60
+    while last < 2000 and time.monotonic() < deadline:
+        last = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)               # no close(), no flush of anything in Python
+    writer.wait(60)
+    writer.stdout.close()
+    assert last >= 2000
+    spool = Spool(str(tmp_path), 64 << 20)
+    numbers = [record["n"] for record in read_all(spool, max_records=500)]
+    assert numbers == list(range(len(numbers)))      # in order, no holes
+    assert len(numbers) > last                       # everything append() had returned for is there
+    assert spool.torn <= 1                           # at most the write the kill interrupted
     spool.close()
 
 

@@ -216,7 +216,9 @@ def test_tcp_every_alert_arrives_although_rsyslogd_is_killed_mid_run(tmp_path, r
     receiver.kill()                               # SIGKILL: whatever rsyslogd held but had not written is gone
     written_before_kill = len(receiver.records())
     emit_paced(sink, events[150:400])             # the agent keeps going while the receiver is away
-    time.sleep(0.3)
+    deadline = time.monotonic() + WAIT
+    while sink.stats().retries < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     down = sink.stats()
     assert down.queue_depth >= 250 and down.retries >= 1 and down.last_error
     receiver.start()                              # same port, same output file
