@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from agent.capture.pcapfile import CaptureFile
+from agent.config import Config
 from agent.errors import UsageError
+from agent.events import dumps
 from agent.exporters.webhook import WebhookOptions, WebhookSink
+from agent.pipeline import Pipeline
+from agent.stats import Stats
 from tests.agent.test_sink_spool import alert_events
+from tests.streams import PROJECT_ROOT
 
 WAIT = 30.0                  # seconds any wait for deliveries may take before the test fails
 TOKEN = "s3cr3t-token-for-tests"
@@ -141,6 +147,30 @@ def test_every_alert_arrives_in_order_through_errors_and_an_outage(tmp_path, rec
     stats = sink.stats()
     assert stats.sent == len(events) and stats.queue_depth == 0 and stats.dropped == 0
     assert stats.retries >= 6                       # five error answers and at least one refused connection
+
+
+class Collect:
+    """The EVE side of the same run: what every exporter was given."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.events.append(json.loads(dumps(event)))
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_alerts_of_a_replayed_capture_arrive_as_the_eve_output_has_them(tmp_path, receiver):
+    collect = Collect()
+    sink = WebhookSink(options(tmp_path, receiver.url))
+    capture = CaptureFile(str(PROJECT_ROOT / "samples" / "sample-egress.pcap"))
+    Pipeline(Config(), [collect, sink], Stats(), strict=True).replay([capture])
+    sink.close()
+    alerts = [event for event in collect.events if event["event_type"] == "alert"]
+    assert alerts                                   # the sample has transfers abroad with personal data
+    assert receiver.events() == alerts              # flow events are not for this sink (event_types)
 
 
 def test_bearer_token_is_sent_and_never_shown(tmp_path, receiver, caplog):
