@@ -8,10 +8,12 @@ parser: a module with a class taking `(anomalies)` and offering `feed(direction,
 
 from __future__ import annotations
 
+from agent.apps.ftp import FtpParser
 from agent.apps.http import HttpParser
 from agent.apps.smtp import SmtpParser
 
 PARSERS = {
+    "ftp": FtpParser,
     "http": HttpParser,
     "smtp": SmtpParser,
 }

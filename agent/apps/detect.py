@@ -10,8 +10,9 @@ What it does not do:
   lighter check (random bytes never become "dns" just because of port 53);
 - no parsing beyond what the decision needs (the protocol modules do that), and no state:
   callers pass the whole prefix seen so far on every call;
-- no HTTP/2 prior-knowledge, QUIC, POP3/IMAP, FTP data channels: those come out as
-  "not recognized".
+- no HTTP/2 prior-knowledge, QUIC, POP3/IMAP: those come out as "not recognized"; FTP data
+  channels carry file bytes that nothing here could recognise: the session learns them from
+  the control channel instead (agent.apps.ftp) and reports them as "ftp-data".
 
 Every check is a prefix test, so a direction that has ruled out every protocol stays ruled
 out however many bytes follow: once both directions have done so, `detect_tcp` answers False
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-APP_PROTOS = ("http", "tls", "ssh", "smtp", "ftp", "dns")   # values used in events as app_proto
+APP_PROTOS = ("http", "tls", "ssh", "smtp", "ftp", "ftp-data", "dns")   # values used in events as app_proto
 
 # Bytes after which a direction that matches nothing stops waiting for the silent other one.
 _GIVE_UP_ONE = 256

@@ -5,10 +5,13 @@ order (with explicit gaps); UDP datagrams arrive through `datagram()`. Until the
 known it keeps bounded prefixes of both directions (`DETECT_BYTES`); once known, the prefixes
 are replayed into the protocol's handling and everything after goes straight through:
 
-- http, smtp: a parser from `agent.apps.PARSERS` turns messages into decoded content chunks
-  (URI, headers, bodies; envelope, headers, MIME text parts);
+- http, smtp, ftp: a parser from `agent.apps.PARSERS` turns messages into decoded content chunks
+  (URI, headers, bodies; envelope, headers, MIME text parts; FTP command arguments);
+- ftp-data: a flow the FTP control channel announced (`ftp_data`, see agent.apps.ftp) is not
+  detected: its bytes are file content, scanned raw; the FTP parser of a control flow reports
+  the channels it announces to `ftp_expect`;
 - tls, ssh: ciphertext is not scanned (the TLS SNI is kept);
-- anything else (ftp, dns, unrecognized): raw stream bytes are scanned.
+- anything else (dns, unrecognized): raw stream bytes are scanned.
 
 Undeclared UTF-16 (`agent.apps.charsets.Utf16Text`) is recognised per text — the raw export
 direction as a whole, each body/part chunk sequence, each datagram — and transcoded to UTF-8
@@ -30,6 +33,7 @@ from typing import Any, TypeVar
 from agent.apps import PARSERS
 from agent.apps.charsets import Utf16Text, utf16_to_utf8
 from agent.apps.detect import detect_tcp, detect_udp
+from agent.apps.ftp import FtpDataInfo, FtpExpectation, FtpParser
 from agent.apps.http import Chunk
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
 from agent.reassembly import TOCLIENT, TOSERVER
@@ -75,10 +79,11 @@ class AppSession:
 
     __slots__ = ("anomalies", "inspect", "scanner", "strict", "broken", "app_proto", "sni", "gaps", "seen",
                  "_head", "_hello", "_detecting", "_sni_pending", "_parser", "_raw", "_last_part", "_finished",
-                 "_text")
+                 "_text", "ftp_data", "_ftp_expect")
 
     def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None, *,
-                 strict: bool = False) -> None:
+                 strict: bool = False, ftp_data: FtpDataInfo | None = None,
+                 ftp_expect: Callable[[FtpExpectation], None] | None = None) -> None:
         self.anomalies = anomalies
         self.strict = strict
         self.broken = False                      # an internal error stopped inspection of this flow
@@ -97,6 +102,14 @@ class AppSession:
         self._last_part: tuple[str, int] | None = None
         self._finished = False
         self._text: Utf16Text | None = None     # the text being scanned, if its encoding is sniffed
+        self.ftp_data = ftp_data                 # this flow is an FTP data channel (claimed)
+        self._ftp_expect = ftp_expect            # where an FTP control parser reports channels
+        if ftp_data is not None:
+            self.app_proto = "ftp-data"
+            self._detecting = False
+            if scanner is not None:
+                self._raw = True
+                self._text = Utf16Text()
 
     # -- StreamConsumer ------------------------------------------------------------------
 
@@ -181,6 +194,8 @@ class AppSession:
     def event_fields(self) -> dict[str, Any]:
         if self.sni:
             return {"tls": {"sni": self.sni}}
+        if self.ftp_data is not None:
+            return {"ftp_data": self.ftp_data.event_fields()}
         return {}
 
     # -- internals -----------------------------------------------------------------------
@@ -199,6 +214,8 @@ class AppSession:
             parser = PARSERS.get(app_proto or "")
             if parser is not None:
                 self._parser = parser(self.anomalies)
+                if isinstance(self._parser, FtpParser):
+                    self._parser.on_expect = self._ftp_expect
             elif app_proto in _ENCRYPTED:
                 self.anomalies["app.encrypted_not_scanned"] += 1
             else:
