@@ -6,8 +6,7 @@ import gc
 import tracemalloc
 from collections import Counter
 
-from classifiers.findings import (DIGEST_BYTES, SKETCH_BYTES, SEVERITY_HIGH, FindingLimits, Findings,
-                                  FindingsBudget)
+from classifiers.findings import DIGEST_BYTES, SEVERITY_HIGH, SKETCH_BYTES, FindingLimits, Findings, FindingsBudget
 
 KEY = b"0123456789abcdef"
 SENSITIVE = {"cn_mobile": False, "cn_resident_id": True}
