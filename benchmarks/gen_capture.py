@@ -18,21 +18,35 @@ Packets of concurrent flows are interleaved in time from 2026-01-01T00:00:00Z.
 
 Inside: clients in 10.0.0.0/16, 192.168.1.0/24 and fd10::/16 (ULA); internal servers in
 10.0.100.0/24, 10.0.200.0/24, 172.16.5.0/24. Outside: public addresses (1/8, 8.8.8/24,
-114.114.114/24, 5.9/16, cloud and CN ranges; 2a00:1450::/32-style v6). All names are under
-example.com/.net/.org, e-mail addresses at example.com/example.cn, people are placeholders
-("Test User 12", 张三): no personal data of real people.
+114.114.114/24, 5.9/16, cloud and CN ranges; 2a00:1450::/32-style v6). All host names are under
+example.com/.net/.org, e-mail addresses at example.com/.cn/.org/.net. The people around the
+planted identifiers (names, postal addresses, user names in e-mail addresses, company names)
+come from Faker's zh_CN and en_US providers, seeded from --seed, so the context a classifier
+sees is realistic (Chinese and Western names and addresses, with their digits: house numbers,
+post codes) while nobody real is described. Faker is pinned in the `test` extra: another Faker
+version may pick other names, and the capture would no longer be byte-identical.
 
 Planted values (plant=True), synthetic but checksum-valid, only inside HTTP request bodies:
 cn_resident_id (GB 11643, MOD 11-2), cn_mobile (1[3-9]x + 8 digits), payment_card (16-digit
-Luhn-valid, 62xxxx UnionPay and 4xxxxx), email, cn_uscc (GB 32100, MOD 31-3). Decoys that must not
-count: cn_resident_id_bad_check, epoch_ms (13 digits), order_no_18, card_luhn_invalid. Every value
-and decoy is delimited by non-alphanumeric characters in the decoded body, and no 18-character
-value or decoy passes a check of another class (Luhn, GB 11643, GB 32100), so each belongs to
-exactly one class. Luhn-invalid card decoys start with 4, never 62 (some real UnionPay numbers
-fail Luhn, so a 62 number next to a card hotword may rightly count). Outside HTTP bodies the
+Luhn-valid, 62xxxx UnionPay and 4xxxxx), email, cn_uscc (GB 32100, MOD 31-3), iban (ISO 13616
+MOD 97-10, 12 SEPA countries, compact or printed in groups of four), cn_passport (E + 8 digits
+or E + letter + 7 digits, always next to a passport hotword such as "passportNo" / 护照号码, or
+as the number of an ICAO 9303 TD3 machine-readable zone with valid check digits), and the
+classes of the example rule pack (`RULE_PACK`): state_secret_marking (绝密★长期, 机密★10年, ...;
+counted as level + star), geodata_terms (caseless: counted case-folded) and
+internal_project_code (PRJ-20xx-xxxx) in free-text remarks. Decoys that must not count:
+cn_resident_id_bad_check, epoch_ms (13 digits), order_no_18, card_luhn_invalid, iban_bad_check
+(wrong MOD 97 digits), passport_no_hotword (passport-shaped, no hotword), mrz_bad_check (an
+MRZ line whose composite check fails). Every value and decoy is delimited by non-alphanumeric
+characters in the decoded body, and no 18-character value or decoy passes a check of another
+class (Luhn, GB 11643, GB 32100), so each belongs to exactly one class. Luhn-invalid card decoys
+start with 4, never 62 (some real UnionPay numbers fail Luhn, so a 62 number next to a card
+hotword may rightly count). Truth values are in the form a classifier counts (IBANs compact,
+geodata terms case-folded, markings without their period). Outside HTTP bodies the
 capture holds what real traffic holds: SSH KEXINIT name-lists such as curve25519-sha256@libssh.org
 are e-mail-shaped but are not e-mail addresses and are not in the truth. The truth lists, per
-flow (5-tuple, direction), the values and decoys by class and how each request body is wrapped
+flow (5-tuple, direction), the values and decoys by class (and under "rule_packs" the pack to
+replay with, relative to the project root) and how each request body is wrapped
 (layers, outermost first: chunked, gzip, multipart, form-urlencoded/json/csv, gbk), which values a
 chunk boundary splits and which a TCP segment boundary splits. Domestic flows carry values too
 (under "non_egress": an egress monitor must not report them).
@@ -53,8 +67,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
+from faker import Faker
+from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.cn import ric, uscc
 
@@ -78,8 +94,12 @@ KIND_SHARES = (("tls", 0.70), ("http", 0.20), ("dns", 0.05), ("ssh", 0.012),
                ("domestic", 0.02), ("inbound", 0.012), ("icmp", 0.006))
 KINDS = tuple(k for k, _ in KIND_SHARES)
 
-VALUE_CLASSES = ("cn_resident_id", "cn_mobile", "payment_card", "email", "cn_uscc")
-DECOY_CLASSES = ("cn_resident_id_bad_check", "epoch_ms", "order_no_18", "card_luhn_invalid")
+BUILTIN_CLASSES = ("cn_resident_id", "cn_mobile", "payment_card", "email", "cn_uscc", "iban", "cn_passport")
+PACK_CLASSES = ("state_secret_marking", "geodata_terms", "internal_project_code")
+VALUE_CLASSES = BUILTIN_CLASSES + PACK_CLASSES
+DECOY_CLASSES = ("cn_resident_id_bad_check", "epoch_ms", "order_no_18", "card_luhn_invalid", "iban_bad_check",
+                 "passport_no_hotword", "mrz_bad_check")
+RULE_PACK = "deploy/rules/example-important-data.yaml"   # defines PACK_CLASSES; relative to the project root
 
 # Outside server address pools: (IPv4 network, IPv6 network or None, RTT range ms, TTL seen).
 OUTSIDE_POOLS = (
@@ -119,12 +139,18 @@ MOBILE_PREFIXES = ("130", "131", "132", "133", "135", "136", "137", "138", "139"
                    "152", "155", "156", "157", "158", "159", "166", "176", "177", "178", "180",
                    "181", "182", "183", "185", "186", "187", "188", "189", "191", "198", "199")
 UNIONPAY_BINS = ("622202", "622848", "621700", "625807", "622588", "623668")
-EMAIL_WORDS = (("test", "demo", "user", "sample", "qa", "dev", "trial", "mock"),
-               ("alpha", "beta", "gamma", "delta", "kilo", "omega", "sigma", "tango"))
-EMAIL_DOMAINS = ("example.com", "example.cn")
-CN_NAMES = ("张三", "李四", "王五", "赵六", "孙七", "周八", "吴九", "郑十")
-COMPANY_NAMES = ("Example Trading Co., Ltd.", "Sample Logistics Ltd.", "Demo Tech Co., Ltd.")
-CN_COMPANY_NAMES = ("示例贸易有限公司", "样例物流有限公司", "演示科技有限公司")
+EMAIL_DOMAINS = ("example.com", "example.cn", "example.org", "example.net")
+# BBAN layouts (n digits, a upper-case letters, c either) of SEPA countries whose IBAN has no
+# national check digit that python-stdnum would also verify.
+IBAN_LAYOUTS = {"DE": "18n", "GB": "4a14n", "FR": "10n11c2n", "NL": "4a10n", "IT": "1a10n12c", "AT": "16n",
+                "CH": "5n12c", "PL": "24n", "SE": "20n", "IE": "4a14n", "LU": "3n13c", "PT": "21n"}
+PASSPORT_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"          # E + letter + 7 digits: no I, no O
+MARKINGS = ("绝密★长期", "机密★10年", "秘密★6个月", "机密☆5年", "秘密*1年", "绝密★20年")
+GEO_TERMS = ("高精度地图", "测绘成果", "地理坐标数据", "HD map tiles", "hd map tiles", "HD Map Tiles")
+ZH_REMARKS = ("附件为{geo}，请查收。", "{marking}：{geo}，项目 {code}。", "项目 {code} 的{geo}已更新，文件密级 {marking}。",
+              "请勿外传（{marking}）。", "关联项目：{code}")
+EN_REMARKS = ("Attached: {geo} for project {code}.", "Project {code} deliverables.", "{geo} refresh, see {code}",
+              "Classification {marking}; contains {geo}.")
 USER_AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36",
@@ -517,9 +543,10 @@ def dns_answer(ident: int, name: str, qtype: int, addrs: list[bytes], cname: str
 class Values:
     """Synthetic identifiers: valid ones (recorded as planted) and decoys; never the same twice."""
 
-    def __init__(self, rng: random.Random, plant: bool) -> None:
+    def __init__(self, rng: random.Random, plant: bool, fake: tuple[Faker, Faker]) -> None:
         self.rng = rng
         self.plant = plant
+        self.fake = fake                          # (zh_CN, en_US)
         self.used: set[str] = set()
         self.serial = 0
 
@@ -576,10 +603,61 @@ class Values:
         return self._unique(make)
 
     def email(self) -> str:
+        """A Faker user name (pinyin or English) at an example domain."""
         def make() -> str:
-            a, b = self.rng.choice(EMAIL_WORDS[0]), self.rng.choice(EMAIL_WORDS[1])
-            return f"{a}.{b}{self.rng.randint(1, 9999)}@{self.rng.choice(EMAIL_DOMAINS)}"
+            user = self.fake[self.rng.random() < 0.5].user_name()
+            if not re.fullmatch(r"[a-z][a-z0-9._]{1,40}[a-z0-9]", user):
+                return ""
+            return f"{user}{self.rng.randint(1, 999)}@{self.rng.choice(EMAIL_DOMAINS)}"
         return self._unique(make)
+
+    def _bban(self, layout: str) -> str:
+        pools = {"n": "0123456789", "a": "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "c": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+        return "".join(self.rng.choice(pools[kind]) for n, kind in re.findall(r"(\d+)([nac])", layout)
+                       for _ in range(int(n)))
+
+    def iban(self) -> str:
+        def make() -> str:
+            country = self.rng.choice(sorted(IBAN_LAYOUTS))
+            bban = self._bban(IBAN_LAYOUTS[country])
+            value = country + stdnum_iban.calc_check_digits(country + "00" + bban) + bban
+            return value if stdnum_iban.is_valid(value) else ""
+        return self._unique(make)
+
+    def iban_bad(self) -> str:
+        """A valid IBAN with other check digits (02..98, as a typo would give)."""
+        def make() -> str:
+            good = self.iban()
+            value = good[:2] + "%02d" % self.rng.randint(2, 98) + good[4:]
+            return value if not stdnum_iban.is_valid(value) else ""
+        return self._unique(make)
+
+    def passport(self) -> str:
+        def make() -> str:
+            if self.rng.random() < 0.7:
+                return "E" + self._digits(8)
+            return "E" + self.rng.choice(PASSPORT_LETTERS) + self._digits(7)
+        return self._unique(make)
+
+    def mrz(self, surname: str, given: str, good: bool = True) -> tuple[str, str]:
+        """ICAO 9303 TD3 lines of a PRC passport: (line 1 with the name, line 2), and the number.
+
+        good=False: the composite check digit is wrong (the other check digits hold)."""
+        number = self.passport()
+        born = datetime(1955, 1, 1) + timedelta(days=self.rng.randint(0, 18600))
+        expires = datetime(2027, 1, 1) + timedelta(days=self.rng.randint(0, 3600))
+        name = (re.sub(r"[^A-Z]", "", surname.upper()) + "<<" + re.sub(r"[^A-Z]+", "<", given.upper())).strip("<")
+        line1 = ("P<CHN" + name + "<" * 44)[:44]
+        birth, expiry = born.strftime("%y%m%d"), expires.strftime("%y%m%d")
+        line2 = (number + str(_mrz_check(number)) + "CHN" + birth + str(_mrz_check(birth))
+                 + self.rng.choice("MF") + expiry + str(_mrz_check(expiry)) + "<" * 14 + "<")
+        composite = _mrz_check(line2[0:10] + line2[13:20] + line2[21:43])
+        if not good:
+            composite = (composite + self.rng.randint(1, 9)) % 10
+        return line1, line2 + str(composite), number
+
+    def project_code(self) -> str:
+        return self._unique(lambda: "PRJ-20%02d-%04d" % (self.rng.randint(20, 29), self.rng.randint(0, 9999)))
 
     def uscc(self) -> str:
         def make() -> str:
@@ -612,33 +690,80 @@ class Values:
 
 
 class Body:
-    """Collects a request body's planted values and decoys as (class, value, token in body)."""
+    """Collects a request body's planted values and decoys as (class, value); `written` maps a
+    value to the text that stands for it in the body when the two differ (spaced IBANs, terms)."""
 
     def __init__(self, vals: Values, now_us: int) -> None:
         self.vals = vals
         self.now = now_us
         self.values: list[tuple[str, str]] = []
         self.decoys: list[tuple[str, str]] = []
+        self.written: dict[str, str] = {}
 
     def v(self, cls: str) -> str:
         vals = self.vals
         if not vals.plant:                       # masked placeholders that match no class
             return {"cn_resident_id": "110101********123X", "cn_mobile": "138****5678",
                     "payment_card": "6222 **** **** 0000", "email": "(hidden)",
-                    "cn_uscc": "(hidden)"}[cls]
+                    "cn_uscc": "(hidden)", "iban": "DE** **** **** **** **** 00", "cn_passport": "E*******"}[cls]
         value = {"cn_resident_id": vals.resident_id, "cn_mobile": vals.mobile, "payment_card": vals.card,
-                 "email": vals.email, "cn_uscc": vals.uscc}[cls]()
+                 "email": vals.email, "cn_uscc": vals.uscc, "iban": vals.iban, "cn_passport": vals.passport}[cls]()
         self.values.append((cls, value))
+        if cls == "iban" and vals.rng.random() < 0.5:
+            return self._wrote(value, stdnum_iban.format(value))      # printed in groups of four
         return value
+
+    def mrz(self, surname: str, given: str) -> str:
+        """Both MRZ lines of a passport; its number is a planted cn_passport value."""
+        if not self.vals.plant:
+            return "P<CHN<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<"
+        line1, line2, number = self.vals.mrz(surname, given)
+        self.values.append(("cn_passport", number))
+        return line1 + "\n" + line2
+
+    def remark(self, zh: bool) -> str:
+        """Free text carrying rule-pack terms: a marking, a geodata term, a project code."""
+        vals, rng = self.vals, self.vals.rng
+        if not vals.plant:
+            return "备注：无" if zh else "no remarks"
+        template = rng.choice(ZH_REMARKS if zh else EN_REMARKS)
+        marking, geo, code = rng.choice(MARKINGS), rng.choice(GEO_TERMS[:3] if zh else GEO_TERMS), vals.project_code()
+        if "{marking}" in template:
+            self.values.append(("state_secret_marking", marking[:3]))
+        if "{geo}" in template:
+            self.values.append(("geodata_terms", geo.casefold()))
+        if "{code}" in template:
+            self.values.append(("internal_project_code", code))
+        return template.format(marking=marking, geo=geo, code=code)
+
+    def _wrote(self, value: str, text: str) -> str:
+        self.written[value] = text
+        return text
 
     def d(self, cls: str) -> str | int:
         vals = self.vals
         if not vals.plant:
             return {"epoch_ms": "2026-01-01T00:00:00Z", "order_no_18": vals.ref("ORD-")}.get(cls, "(none)")
         value = {"cn_resident_id_bad_check": vals.resident_id_bad, "epoch_ms": lambda: vals.epoch_ms(self.now),
-                 "order_no_18": vals.order_no, "card_luhn_invalid": vals.card_bad}[cls]()
+                 "order_no_18": vals.order_no, "card_luhn_invalid": vals.card_bad, "iban_bad_check": vals.iban_bad,
+                 "passport_no_hotword": vals.passport}[cls]()
         self.decoys.append((cls, value))
         return int(value) if cls == "epoch_ms" else value
+
+    def mrz_decoy(self, surname: str, given: str) -> str:
+        if not self.vals.plant:
+            return "P<CHN<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<"
+        line1, line2, _ = self.vals.mrz(surname, given, good=False)
+        self.decoys.append(("mrz_bad_check", line2))
+        return line1 + "\n" + line2
+
+
+# ICAO 9303 check digits (written out here so that the generator does not depend on the classifier).
+_MRZ_VALUES = {**{str(i): i for i in range(10)}, **{chr(65 + i): 10 + i for i in range(26)}, "<": 0}
+
+
+def _mrz_check(field: str) -> int:
+    return sum(_MRZ_VALUES[c] * (7, 3, 1)[i % 3] for i, c in enumerate(field)) % 10
 
 
 # --------------------------------------------------------------------------- generator
@@ -658,7 +783,11 @@ class Generator:
         self.target = target_bytes
         self.seed = seed
         self.rng = random.Random(seed)
-        self.vals = Values(random.Random(seed * 7919 + 1), plant)
+        fake_zh, fake_en = Faker("zh_CN"), Faker("en_US")
+        fake_zh.seed_instance(seed * 7919 + 2)
+        fake_en.seed_instance(seed * 7919 + 3)
+        self.fake = (fake_zh, fake_en)
+        self.vals = Values(random.Random(seed * 7919 + 1), plant, self.fake)
         self.plant = plant
         self.cap = max(12_000, target_bytes // 25)
         self.rate = min(25e6, max(100e3, target_bytes / 10))   # captured bytes per second
@@ -898,81 +1027,131 @@ class Generator:
             size += len(line)
         return "".join(out).encode()
 
-    def _person(self, body: Body, gbk: bool, valid: bool = True) -> dict:
-        """A placeholder person; valid=False: the ID and card (if any) fail their checksums."""
+    def _faker(self, make, gbk: bool) -> str:
+        """A Faker string on one line that the body's charset can carry."""
+        for _ in range(20):
+            text = make().replace("\n", ", ")
+            if not gbk:
+                return text
+            try:
+                text.encode("gbk")
+                return text
+            except UnicodeEncodeError:
+                continue
+        return "-"
+
+    def _person(self, body: Body, gbk: bool, valid: bool = True, full: bool = False, row: bool = False) -> dict:
+        """A Faker person (zh_CN always in GBK bodies, else zh_CN or en_US) with planted identifiers;
+        valid=False: the ID, card and IBAN (if any) fail their checksums. full: every optional field.
+        row: a CSV row, where no hotword stands next to a value: no passport number."""
         rng = self.rng
+        zh = gbk or rng.random() < 0.4
+        fake = self.fake[0] if zh else self.fake[1]
         person = {
-            "name": rng.choice(CN_NAMES) if gbk else f"Test User {rng.randint(1, 99):02d}",
+            "name": self._faker(fake.name, gbk),
             "id_number": body.v("cn_resident_id") if valid else body.d("cn_resident_id_bad_check"),
             "mobile": body.v("cn_mobile"),
             "email": body.v("email"),
+            "address": self._faker(fake.address, gbk),
         }
-        if rng.random() < 0.7:
+        if full or rng.random() < 0.7:
             person["card"] = body.v("payment_card") if valid else body.d("card_luhn_invalid")
+        if full or rng.random() < 0.25:
+            person["iban"] = body.v("iban") if valid else body.d("iban_bad_check")
+        if row:
+            return person
+        if full or rng.random() < 0.2:
+            person["passport"] = body.v("cn_passport")
+        if full or rng.random() < (0.1 if valid else 0.3):
+            given, _, surname = self.fake[0].romanized_name().partition(" ")
+            person["mrz"] = body.mrz(surname, given) if valid else body.mrz_decoy(surname, given)
         return person
 
     def _extra_decoy(self, body: Body, gbk: bool, camel: bool = False) -> tuple[str, str]:
-        """A field holding a checksum-invalid ID or card number (a form with a typo, an old card)."""
-        if self.rng.random() < 0.5:
+        """A field holding a checksum-invalid ID, card or IBAN (a form with a typo, an old card)."""
+        r = self.rng.random()
+        if r < 0.4:
             return ("担保人身份证号码" if gbk else "guarantorIdNumber" if camel else "guarantor_id",
                     body.d("cn_resident_id_bad_check"))
-        return ("原银行卡号" if gbk else "previousCard" if camel else "old_card", body.d("card_luhn_invalid"))
+        if r < 0.8:
+            return ("原银行卡号" if gbk else "previousCard" if camel else "old_card", body.d("card_luhn_invalid"))
+        return ("原收款账号" if gbk else "previousIban" if camel else "old_iban", body.d("iban_bad_check"))
 
-    def _body(self, kind: str, body: Body, target: int) -> tuple[bytes, str, list[str]]:
-        """Returns (body bytes, Content-Type, layers inside any gzip/chunked)."""
+    def _body(self, kind: str, body: Body, target: int, full: bool = False) -> tuple[bytes, str, list[str]]:
+        """Returns (body bytes, Content-Type, layers inside any gzip/chunked). full: every optional
+        field and a remark (the first requests, so that small captures hold every class)."""
         rng = self.rng
         gbk = kind.endswith("_gbk")
         charset = "gbk" if gbk else "utf-8"
+        remark = full or rng.random() < 0.3
         if kind.startswith("form"):
-            valid = rng.random() < 0.75
-            p = self._person(body, gbk, valid)
+            valid = full or rng.random() < 0.75
+            p = self._person(body, gbk, valid, full)
             extra = [self._extra_decoy(body, gbk)] if valid and rng.random() < 0.5 else []
             if gbk:
-                fields = [("姓名", p["name"]), ("身份证号码", p["id_number"]), ("手机号码", p["mobile"]),
-                          ("电子邮箱", p["email"])] + ([("银行卡号", p["card"])] if "card" in p else [])
+                names = {"name": "姓名", "id_number": "身份证号码", "mobile": "手机号码", "email": "电子邮箱",
+                         "address": "联系地址", "card": "银行卡号", "iban": "收款账号", "passport": "护照号码",
+                         "mrz": "护照机读码"}
+                fields = [(names[k], v) for k, v in p.items()]
                 fields += extra + [("订单编号", body.d("order_no_18")), ("提交时间", body.d("epoch_ms"))]
+                if remark:
+                    fields.append(("备注", body.remark(True)))
                 return (urlencode(fields, encoding="gbk").encode(),
                         "application/x-www-form-urlencoded; charset=GBK", ["form-urlencoded", "gbk"])
             fields = list(p.items()) + extra + [("order_no", body.d("order_no_18")), ("ts", body.d("epoch_ms")),
-                                        ("agree", "on")]
+                                                ("agree", "on")]
+            if remark:
+                fields.append(("remark", body.remark(rng.random() < 0.5)))
             return urlencode(fields).encode(), "application/x-www-form-urlencoded", ["form-urlencoded"]
         if kind.startswith("json"):
-            valid = rng.random() < 0.75
-            p = self._person(body, gbk, valid)
-            company = body.v("cn_uscc") if rng.random() < 0.6 else None
+            valid = full or rng.random() < 0.75
+            voucher = body.d("passport_no_hotword") if full or rng.random() < 0.2 else None
+            p = self._person(body, gbk, valid, full)
+            company = body.v("cn_uscc") if full or rng.random() < 0.6 else None
             extra = dict([self._extra_decoy(body, gbk, camel=True)]) if valid and rng.random() < 0.5 else {}
             if gbk:
-                doc = {"请求编号": self.vals.ref("REQ-"), "时间戳": body.d("epoch_ms"), "订单编号": body.d("order_no_18"),
-                       "客户": {"姓名": p["name"], "身份证号码": p["id_number"], "手机号码": p["mobile"],
-                              "电子邮箱": p["email"], **({"银行卡号": p["card"]} if "card" in p else {}), **extra}}
+                names = {"name": "姓名", "id_number": "身份证号码", "mobile": "手机号码", "email": "电子邮箱",
+                         "address": "地址", "card": "银行卡号", "iban": "收款账号", "passport": "护照号码",
+                         "mrz": "护照机读码"}
+                doc = {"请求编号": self.vals.ref("REQ-"), **({"优惠券码": voucher} if voucher else {}),
+                       "时间戳": body.d("epoch_ms"), "订单编号": body.d("order_no_18"),
+                       "客户": {**{names[k]: v for k, v in p.items()}, **extra}}
                 if company:
-                    doc["企业"] = {"名称": rng.choice(CN_COMPANY_NAMES), "统一社会信用代码": company}
+                    doc["企业"] = {"名称": self._faker(self.fake[0].company, True), "统一社会信用代码": company}
+                if remark:
+                    doc["备注"] = body.remark(True)
                 return (json.dumps(doc, ensure_ascii=False).encode("gbk"), "application/json; charset=GBK",
                         ["json", "gbk"])
-            doc = {"requestId": self.vals.ref("REQ-"), "timestamp": body.d("epoch_ms"),
-                   "orderNo": body.d("order_no_18"),
-                   "customer": {"name": p["name"], "idNumber": p["id_number"], "mobile": p["mobile"],
-                                "email": p["email"], **({"bankCard": p["card"]} if "card" in p else {}), **extra},
+            names = {"name": "name", "id_number": "idNumber", "mobile": "mobile", "email": "email",
+                     "address": "address", "card": "bankCard", "iban": "iban", "passport": "passportNo", "mrz": "mrz"}
+            doc = {"requestId": self.vals.ref("REQ-"), **({"voucherCode": voucher} if voucher else {}),
+                   "timestamp": body.d("epoch_ms"), "orderNo": body.d("order_no_18"),
+                   "customer": {**{names[k]: v for k, v in p.items()}, **extra},
                    "items": [{"sku": "SKU-%05d" % rng.randint(0, 99999), "qty": rng.randint(1, 9),
                               "price": rng.randint(100, 99999) / 100} for _ in range(rng.randint(1, 4))]}
             if company:
-                doc["company"] = {"name": rng.choice(COMPANY_NAMES), "uscc": company}
+                doc["company"] = {"name": self._faker(self.fake[rng.random() < 0.5].company, False), "uscc": company}
+            if remark:
+                doc["remark"] = body.remark(rng.random() < 0.5)
             return json.dumps(doc).encode(), "application/json", ["json"]
         # multipart/form-data with a CSV part (UTF-8 or GBK), maybe inventory and binary parts
         boundary = "----WebKitFormBoundary" + "".join(rng.choice(LETTERS) for _ in range(16))
         if gbk:
-            header = "客户编号,姓名,身份证号码,手机号码,电子邮箱,银行卡号,统一社会信用代码,订单编号,创建时间\r\n"
+            header = ("客户编号,姓名,身份证号码,手机号码,电子邮箱,联系地址,银行卡号,收款账号,统一社会信用代码,订单编号,"
+                      "创建时间,备注\r\n")
         else:
-            header = "customer_ref,name,id_number,mobile,email,card_number,company_uscc,order_no,created_ms\r\n"
+            header = ("customer_ref,name,id_number,mobile,email,address,card_number,iban,company_uscc,order_no,"
+                      "created_ms,remark\r\n")
         rows = [header]
         nrows = rng.randint(2, 10)
         bad_row = rng.randrange(nrows)           # one row that failed validation upstream
         for i in range(nrows):
-            p = self._person(body, gbk, valid=i != bad_row and rng.random() < 0.9)
+            p = self._person(body, gbk, valid=i != bad_row and rng.random() < 0.9, row=True)
             company = body.v("cn_uscc") if rng.random() < 0.3 else ""
+            note = body.remark(gbk or rng.random() < 0.5) if (full and i == 0) or rng.random() < 0.1 else ""
             rows.append(",".join((self.vals.ref("C"), p["name"], p["id_number"], p["mobile"], p["email"],
-                                  p.get("card", ""), company, str(body.d("order_no_18")),
-                                  str(body.d("epoch_ms")))) + "\r\n")
+                                  '"%s"' % p["address"], p.get("card", ""), p.get("iban", ""), company,
+                                  str(body.d("order_no_18")), str(body.d("epoch_ms")), '"%s"' % note)) + "\r\n")
         csv_bytes = "".join(rows).encode(charset)
         parts = [(b'Content-Disposition: form-data; name="batch"\r\n\r\n', self.vals.ref("B").encode()),
                  (('Content-Disposition: form-data; name="file"; filename="customers.csv"\r\n'
@@ -1020,13 +1199,17 @@ class Generator:
             gz, chunked = rng.random() < 0.25, rng.random() < 0.35
         else:
             kind, gz, chunked = combo
-        data, ctype, layers = self._body(kind, body, target)
+        data, ctype, layers = self._body(kind, body, target, full=combo is not None)
         if gz and len(data) > 262_144:
             gz = False
         path = {"form": "/form/submit", "json": "/api/v2/orders", "multipart": "/api/v1/customers/import"}[
             kind.split("_")[0]]
-        tokens = [(cls, value, (value.replace("@", "%40") if kind.startswith("form") else value).encode())
-                  for cls, value in body.values]
+        charset = "gbk" if kind.endswith("_gbk") else "utf-8"
+        tokens = []
+        for cls, value in body.values:
+            text = body.written.get(value, value)
+            tokens.append((cls, value, quote_plus(text, safe="", encoding=charset).encode() if kind.startswith("form")
+                           else text.encode(charset)))
         headers = [f"POST {path} HTTP/1.1", f"Host: {host}", f"User-Agent: {rng.choice(USER_AGENTS)}",
                    "Accept: application/json, */*", f"Content-Type: {ctype}"]
         if gz:
@@ -1248,6 +1431,7 @@ class Generator:
             "bytes_by_kind": self.kind_bytes,
             "sni": sorted(self.sni),
             "value_classes": list(VALUE_CLASSES),
+            "rule_packs": [RULE_PACK] if self.plant else [],
             "decoy_classes": list(DECOY_CLASSES),
             "planted_counts": planted_counts,
             "decoy_counts": decoy_counts,

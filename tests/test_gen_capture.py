@@ -2,8 +2,9 @@
 
 Checked independently of egresswatch: dpkt parses every frame, our own checksum and seq/ack
 bookkeeping per TCP flow, tshark finds nothing malformed and no TCP analysis flags, and the planted
-values of the truth are where a receiver finds them after dechunking, gunzipping and URL-decoding
-the client bytes of tshark's `follow,tcp,raw`.
+values of the truth are where a receiver finds them after dechunking, gunzipping, URL-decoding,
+charset-decoding and JSON-decoding the client bytes of tshark's `follow,tcp,raw`; values and
+decoys are checked with python-stdnum and the rule pack's own definitions, not our classifier.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from urllib.parse import unquote_to_bytes
 
 import dpkt
 import pytest
-from stdnum import luhn
+import yaml
+from stdnum import iban, luhn
 from stdnum.cn import ric, uscc
 
-from benchmarks.gen_capture import (DECOY_CLASSES, INSIDE_NETWORKS, START_US, VALUE_CLASSES, main,
-                                    parse_size, write_capture)
+from benchmarks.gen_capture import (BUILTIN_CLASSES, DECOY_CLASSES, INSIDE_NETWORKS, PACK_CLASSES, RULE_PACK, START_US,
+                                    VALUE_CLASSES, main, parse_size, write_capture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "sample-egress.pcap"
@@ -252,6 +254,18 @@ def _decode_requests(stream: bytes) -> list[dict]:
     return requests
 
 
+def _squash(text: str) -> str:
+    """Compare as the classes count: case-folded, spaces dropped (IBANs are printed in groups)."""
+    return text.casefold().replace(" ", "")
+
+
+def _body_text(body: bytes, layers: list[str]) -> str:
+    text = body.decode("gbk" if "gbk" in layers else "utf-8", "replace")
+    if "json" in layers:
+        text = json.dumps(json.loads(text), ensure_ascii=False)      # \uXXXX escapes resolved
+    return text
+
+
 def _check_entries(path: Path, entries: list[dict]) -> int:
     ids = _stream_ids(path)
     keyed = {}
@@ -269,9 +283,10 @@ def _check_entries(path: Path, entries: list[dict]) -> int:
             assert req["headers"]["content-type"] == info["content_type"]
             assert ("chunked" in info["layers"]) == (req["headers"].get("transfer-encoding") == "chunked")
             assert ("gzip" in info["layers"]) == (req["headers"].get("content-encoding") == "gzip")
+            text = _squash(_body_text(req["body"], info["layers"]))
             for values in list(info["values"].values()) + list(info["decoys"].values()):
                 for value in values:
-                    assert value.encode() in req["body"], (value, info["layers"])
+                    assert _squash(value) in text, (value, info["layers"])
                     checked += 1
             for value in info["split_across_chunks"]:
                 assert value.encode() not in req["wire"]
@@ -293,8 +308,21 @@ def test_planted_values_are_in_the_decoded_http_bodies(capture):
     assert any(r["split_across_chunks"] for e in truth["planted"] for r in e["requests"])
 
 
+def _mrz_check(field: str) -> int:
+    values = {**{str(i): i for i in range(10)}, **{chr(65 + i): 10 + i for i in range(26)}, "<": 0}
+    return sum(values[c] * (7, 3, 1)[i % 3] for i, c in enumerate(field)) % 10
+
+
+def _pack() -> dict[str, dict]:
+    pack = yaml.safe_load((ROOT / RULE_PACK).read_text(encoding="utf-8"))
+    return {rule["id"]: rule for rule in pack["rules"]}
+
+
 def test_values_valid_decoys_invalid_flows_egress(capture):
     _, truth = capture
+    pack = _pack()
+    assert truth["rule_packs"] == [RULE_PACK] and set(PACK_CLASSES) == set(pack)
+    geo_terms = {t.casefold() for t in pack["geodata_terms"]["terms"]}
     seen = set()
     for entry in truth["planted"]:
         assert entry["direction"] == "egress"
@@ -302,8 +330,9 @@ def test_values_valid_decoys_invalid_flows_egress(capture):
         for cls, values in entry["values"].items():
             assert cls in VALUE_CLASSES
             for value in values:
-                assert value not in seen
-                seen.add(value)
+                if cls in BUILTIN_CLASSES:          # identifiers are never reused; terms recur
+                    assert value not in seen
+                    seen.add(value)
                 if cls == "cn_resident_id":
                     assert ric.is_valid(value) and not luhn.is_valid(value) and not uscc.is_valid(value)
                 elif cls == "cn_mobile":
@@ -311,9 +340,19 @@ def test_values_valid_decoys_invalid_flows_egress(capture):
                 elif cls == "payment_card":
                     assert re.fullmatch(r"62\d{14}|4\d{15}", value) and luhn.is_valid(value)
                 elif cls == "email":
-                    assert re.fullmatch(r"[a-z]+\.[a-z]+\d+@example\.(com|cn)", value)
-                else:
+                    assert re.fullmatch(r"[a-z][a-z0-9._]*[a-z0-9]\d{1,3}@example\.(com|cn|org|net)", value)
+                elif cls == "cn_uscc":
                     assert uscc.is_valid(value) and not ric.is_valid(value)
+                elif cls == "iban":
+                    assert iban.is_valid(value) and value == iban.compact(value)
+                elif cls == "cn_passport":
+                    assert re.fullmatch(r"E\d{8}|E[A-HJ-NP-Z]\d{7}", value)
+                elif cls == "state_secret_marking":
+                    assert value[:2] in ("绝密", "机密", "秘密") and value[2] in "★☆*" and len(value) == 3
+                elif cls == "geodata_terms":
+                    assert value in geo_terms
+                else:
+                    assert re.fullmatch(pack["internal_project_code"]["pattern"], value)
         for cls, values in entry["decoys"].items():
             assert cls in DECOY_CLASSES
             for value in values:
@@ -324,12 +363,30 @@ def test_values_valid_decoys_invalid_flows_egress(capture):
                     assert re.fullmatch(r"17\d{11}", value)
                 elif cls == "order_no_18":
                     assert re.fullmatch(r"\d{18}", value) and not ric.is_valid(value) and not uscc.is_valid(value)
+                elif cls == "iban_bad_check":
+                    assert not iban.is_valid(value) and re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", value)
+                elif cls == "passport_no_hotword":
+                    assert re.fullmatch(r"E\d{8}|E[A-HJ-NP-Z]\d{7}", value)
+                elif cls == "mrz_bad_check":
+                    assert len(value) == 44 and value[10:13] == "CHN"
+                    assert _mrz_check(value[:9]) == int(value[9])
+                    assert _mrz_check(value[0:10] + value[13:20] + value[21:43]) != int(value[43])
                 else:
                     assert re.fullmatch(r"4\d{15}", value)
     for entry in truth["non_egress"]:
         assert entry["direction"] == "domestic"
         assert _inside(entry["flow"]["src"]) and _inside(entry["flow"]["dst"])
     assert all(truth["planted_counts"].values())
+
+
+def test_faker_context_in_both_locales(capture):
+    """Names and postal addresses around the values come from Faker's en_US and zh_CN providers."""
+    path, _ = capture
+    payload = b"".join(frame for _, frame in _frames(path))
+    assert re.search(rb", [A-Z]{2} \d{5}\b", payload)           # en_US: "Lake Victoria, VI 39349"
+    text = payload.decode("gbk", "replace") + payload.decode("utf-8", "replace")
+    assert re.search(r"[\u4e00-\u9fff]{2,}(?:省|自治区)[\u4e00-\u9fff]{2,}", text)   # zh_CN: "吉林省欣县..."
+    assert b"Test User" not in payload
 
 
 def test_no_plant_has_no_values(tmp_path):
