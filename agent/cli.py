@@ -78,6 +78,16 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensitivity-profile", metavar="NAME",
                         help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
                              "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
+    parser.add_argument("--register", metavar="REGISTER.yaml",
+                        help="destination register: legal bases and denied destinations "
+                             "(deploy/registers.example.yaml; env EGRESSWATCH_REGISTER)")
+    parser.add_argument("--syslog", metavar="HOST:PORT",
+                        help="also send alerts to this RFC 5424 syslog receiver (spooled on disk while it is "
+                             "down; [syslog] in the config; env EGRESSWATCH_SYSLOG)")
+    parser.add_argument("--syslog-transport", choices=("udp", "tcp", "tls"), help="default: tcp")
+    parser.add_argument("--webhook", metavar="URL",
+                        help="also POST alerts to this URL (spooled while it is down; token from env "
+                             "EGRESSWATCH_WEBHOOK_TOKEN; env EGRESSWATCH_WEBHOOK)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="worker processes, flows split by hash; output identical to 1 worker "
                              "(default: 1; env EGRESSWATCH_WORKERS)")
@@ -180,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from agent.exporters.eve import EveWriter
+    from agent.exporters import open_exporters
     from agent.pipeline import Pipeline, open_captures
     from agent.report import Progress, summary_line
     from agent.workers import replay_parallel
@@ -188,7 +198,7 @@ def _replay(args: argparse.Namespace) -> int:
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
     captures = open_captures(args.pcaps)
     _warn_if_stale(config.geoip_db)
-    writer = EveWriter(config.eve)
+    exporters = open_exporters(config, append=False)
     # EGRESSWATCH_STRICT=1 (set by the test suite) turns contained internal errors into failures.
     show = config.progress == "always" or (config.progress == "auto" and sys.stderr.isatty())
     progress = Progress(sys.stderr) if show else None
@@ -197,15 +207,16 @@ def _replay(args: argparse.Namespace) -> int:
         if config.workers > 1:
             for capture in captures:
                 capture.close()          # each worker opens its own
-            result = replay_parallel(config, args.pcaps, config.workers, [writer], strict=strict,
+            result = replay_parallel(config, args.pcaps, config.workers, exporters, strict=strict,
                                      progress=progress.update if progress else None)
         else:
-            result = Pipeline(config, [writer], Stats(), strict=strict).replay(
+            result = Pipeline(config, exporters, Stats(), strict=strict).replay(
                 captures, progress.update if progress else None)
     finally:
         if progress is not None:
             progress.clear()
-        writer.close()
+        for exporter in exporters:
+            exporter.close()          # network sinks drain for a bounded time, then keep the rest spooled
     for line in result.damaged:
         print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
     if config.metrics_textfile:
@@ -230,7 +241,9 @@ def _config_from(args: argparse.Namespace, **extra: object):
     return load(args.config, environment(), {
         "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
         "home": args.home, "sensitivity_profile": args.sensitivity_profile,
-        "rule_packs": args.rules, "workers": args.workers, **extra,
+        "rule_packs": args.rules, "workers": args.workers, "register": args.register,
+        "syslog_address": args.syslog, "syslog_transport": args.syslog_transport, "webhook_url": args.webhook,
+        **extra,
     })
 
 

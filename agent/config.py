@@ -19,6 +19,8 @@ from typing import Any
 
 from agent.capture.afpacket import RingOptions
 from agent.errors import UsageError
+from agent.exporters.syslog import SyslogOptions
+from agent.exporters.webhook import WebhookOptions
 from agent.flows import FlowLimits
 from agent.metrics import MetricsListen, parse_listen
 from classifiers.classes import SENSITIVITY_PROFILES
@@ -68,6 +70,11 @@ class Config:
     capture: CaptureOptions = field(default_factory=CaptureOptions)
     metrics: MetricsListen = field(default_factory=MetricsListen)
     metrics_textfile: str = ""           # replay: write the metrics here at the end (node-exporter textfile)
+    register: str = ""                   # destination register (YAML, geo/registers.py); "" = none
+    alert_covered: bool = False          # alert also when the register covers the transfer
+    passive_dns_addresses: int = 65_536  # addresses remembered from DNS answers; 0 = no passive DNS
+    syslog: SyslogOptions | None = None   # RFC 5424 alert sink; None = off
+    webhook: WebhookOptions | None = None  # HTTP webhook alert sink; None = off
 
 
 _ENV = {
@@ -83,6 +90,10 @@ _ENV = {
     "EGRESSWATCH_METRICS_LISTEN": "metrics_listen",
     "EGRESSWATCH_METRICS_TEXTFILE": "metrics_textfile",
     "EGRESSWATCH_USER": "user",
+    "EGRESSWATCH_REGISTER": "register",
+    "EGRESSWATCH_SYSLOG": "syslog_address",
+    "EGRESSWATCH_WEBHOOK": "webhook_url",
+    "EGRESSWATCH_WEBHOOK_TOKEN": "webhook_token",   # environment or file only: never on a command line
 }
 
 
@@ -118,10 +129,19 @@ def _options_from(section: Mapping[str, Any], cls: type, where: str, hidden: tup
             ok = isinstance(value, bool)
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            value = float(value) if ok else value
+        elif isinstance(default, tuple):
+            kind = type(default[0]) if default else str
+            ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+            value = tuple(value) if ok else value
         else:
             ok = isinstance(value, str)
         if not ok:
-            raise UsageError(f"[{where}] {key} must be {type(default).__name__}, got {value!r}")
+            wanted = f"a list of {type(default[0]).__name__}" if isinstance(default, tuple) and default else \
+                type(default).__name__
+            raise UsageError(f"[{where}] {key} must be {wanted}, got {value!r}")
         values[key] = value
     return cls(**values)
 
@@ -164,6 +184,10 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
         elif key == "capture":
             config = replace(config, capture=_options_from(_table(value, key, path), CaptureOptions, key))
+        elif key == "syslog":
+            config = replace(config, syslog=_options_from(_table(value, key, path), SyslogOptions, key))
+        elif key == "webhook":
+            config = replace(config, webhook=_options_from(_table(value, key, path), WebhookOptions, key))
         elif key == "metrics":
             section = dict(_table(value, key, path))
             listen = section.pop("listen", None)
@@ -174,7 +198,7 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             if textfile is not None:
                 config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
-                     "workers", "metrics_textfile"):
+                     "workers", "metrics_textfile", "register", "alert_covered", "passive_dns_addresses"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -229,6 +253,30 @@ def _set(config: Config, name: str, value: Any) -> Config:
             return replace(config, metrics=replace(config.metrics, port=0))
         host, port = parse_listen(value)
         return replace(config, metrics=replace(config.metrics, host=host, port=port))
+    if name == "register":
+        if not isinstance(value, str):
+            raise UsageError("register must be a path to a YAML destination register")
+        return replace(config, register=value)
+    if name == "alert_covered":
+        if not isinstance(value, bool):
+            raise UsageError(f"alert_covered must be true or false; got {value!r}")
+        return replace(config, alert_covered=value)
+    if name == "passive_dns_addresses":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"passive_dns_addresses must be a whole number >= 0; got {value!r}")
+        return replace(config, passive_dns_addresses=value)
+    if name == "syslog_address":
+        if not isinstance(value, str) or not value:
+            raise UsageError("syslog wants HOST:PORT")
+        return replace(config, syslog=replace(config.syslog or SyslogOptions(), address=value))
+    if name == "syslog_transport":
+        return replace(config, syslog=replace(config.syslog or SyslogOptions(), transport=value))
+    if name == "webhook_url":
+        if not isinstance(value, str) or not value:
+            raise UsageError("webhook wants a URL")
+        return replace(config, webhook=replace(config.webhook or WebhookOptions(), url=value))
+    if name == "webhook_token":
+        return replace(config, webhook=replace(config.webhook or WebhookOptions(), bearer_token=value))
     if name == "metrics_textfile":
         if not isinstance(value, str):
             raise UsageError("metrics_textfile must be a path")

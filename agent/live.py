@@ -110,6 +110,13 @@ def _snapshot(pipeline: Pipeline, ring: AfPacketRing) -> WorkerSnapshot:
                           dict(pipeline.geo.database_builds))
 
 
+def _chown_tree(top: str, uid: int, gid: int) -> None:
+    os.chown(top, uid, gid)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid)
+
+
 def _load_lazy_modules() -> None:
     """Import what Python would otherwise import on first use, while its files are readable:
     after the switch to --user the interpreter's own directory may not be (a Python installed
@@ -247,7 +254,7 @@ def _sink_counters(exporter: Exporter) -> SinkCounters | None:
 def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool = False) -> int:
     """Open everything privileged, drop privileges, run the workers until SIGTERM/SIGINT."""
     from agent.capture.afpacket import open_rings
-    from agent.exporters.eve import EveWriter
+    from agent.exporters import open_exporters, spool_directories
     from agent.metrics import registry_for, serve_metrics
 
     capture = config.capture
@@ -258,11 +265,15 @@ def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool =
     rings = open_rings(capture.interface, config.workers, promiscuous=capture.promiscuous,
                        bpf_expression=capture.bpf or None, options=capture.ring)
     try:
-        exporters: list[Exporter] = [EveWriter(config.eve, append=True)]
+        exporters = open_exporters(config, append=True)
         supervisor = Supervisor(config, rings, exporters, strict=strict)
         server = serve_metrics(config.metrics, registry_for(supervisor.snapshot)) if config.metrics.port else None
         if drop_privileges:
             _load_lazy_modules()
+            if os.geteuid() == 0:
+                uid, gid = privileges.resolve_user(user)
+                for directory in spool_directories(exporters):
+                    _chown_tree(directory, uid, gid)     # the sinks roll spool segments as --user
             privileges.drop(user)
     except BaseException:
         for ring in rings:

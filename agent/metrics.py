@@ -131,6 +131,10 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                             ["class"], [((k,), n) for k, n in stats.rejected.items()])
     yield _labelled_counter("egresswatch_alerts_total", "Alerts raised, by class and severity.",
                             ["class", "severity"], stats.alerts_by.items())
+    yield _labelled_counter("egresswatch_classified_flows_total",
+                            "Ended boundary-crossing flows that carried personal or important data out, by "
+                            "final severity (alerts keep the severity of the moment they were raised).",
+                            ["severity"], [((k,), n) for k, n in stats.flows_by_severity.items()])
     yield _labelled_counter("egresswatch_transfers_total",
                             "Boundary-crossing flows by destination register status.", ["status"],
                             [((k,), n) for k, n in stats.transfers.items()])

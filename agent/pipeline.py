@@ -15,25 +15,29 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from agent.apps.session import AppSession
 from agent.capture.pcapfile import CaptureFile
 from agent.config import Config
-from agent.decode import PROTO_UDP, Decoder, Packet
+from agent.apps.ftp import FtpDataRegistry
+from agent.decode import PROTO_TCP, PROTO_UDP, Decoder, Packet
 from agent.defrag import Defragmenter
 from agent.errors import UsageError
 from agent.events import alert_event, flow_event
+from agent.exporters import Exporter
 from agent.fastpath import run_frames
 from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import SEVERITY_NAMES, Stats
 from classifiers.classes import RULES, SENSITIVITY_PROFILES
 from classifiers.engine import Engine
-from classifiers.findings import Findings
+from classifiers.findings import SEVERITY_HIGH, Findings, FindingsBudget
 from classifiers.rulepacks import load_packs
 from geo.jurisdiction import load_profile
 from geo.networks import InternalNetworks
+from geo.passive_dns import PassiveDns
+from geo.registers import Register, Transfer, load_register
 from geo.resolver import GeoResolver, geo_databases
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, curre
 Frame = tuple[int, int, memoryview]             # (timestamp µs, link type, frame bytes)
 _len_frag = struct.Struct("!2xH2xH").unpack_from  # IPv4 total length and fragment field
 _AFTER_LAST_FRAME = 1 << 62
+_DNS_PORT = 53
+# The consumer of UDP/53 flows that do not cross the boundary: no app session, but not None, so
+# the fast path leaves every DNS response to the slow path, which feeds the passive DNS map.
+_DNS_ONLY = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +60,12 @@ class Shard:
 
 
 def shard_of(pkt: Packet, count: int) -> int:
-    """The same for both directions of a flow, and in every process (no `hash()` salt)."""
-    a = pkt.src + pkt.sport.to_bytes(2, "big")
-    b = pkt.dst + pkt.dport.to_bytes(2, "big")
+    """By the pair of addresses, the same both ways and in every process (no `hash()` salt).
+    Not by ports: an FTP data connection must land with its control connection."""
+    a, b = pkt.src, pkt.dst
     if a > b:
         a, b = b, a
-    return zlib.crc32(b"%d|%d|" % (pkt.proto, pkt.vlan) + a + b) % count
+    return zlib.crc32(b"%d|" % pkt.vlan + a + b) % count
 
 
 def _end_order(flow: Flow) -> tuple[int, int]:
@@ -66,11 +74,6 @@ def _end_order(flow: Flow) -> tuple[int, int]:
 
 def _drain_order(flow: Flow) -> tuple[int, int]:
     return flow.touched, flow.flow_id
-
-
-class Exporter(Protocol):
-    def emit(self, event: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -123,6 +126,12 @@ class Pipeline:
         self.engine = Engine(RULES + tuple(pack_rules))
         self.finding_limits = config.findings
         self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
+        self.register = load_register(config.register) if config.register else Register.empty()
+        self.findings_budget = FindingsBudget(config.findings.memory_budget_bytes, stats.anomalies)
+        self.ftp_data = FtpDataRegistry(stats.anomalies)   # data connections announced on FTP control
+        # Hostnames for register lookups when a flow carries none (no SNI): what DNS answered.
+        self.passive_dns = PassiveDns(config.passive_dns_addresses, stats.anomalies) \
+            if config.passive_dns_addresses else None
         self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
         self.source_names: list[str | None] = []   # capture file per source; None when live
         self.frame_no = 0                     # frames read so far (counted by replay workers only)
@@ -135,12 +144,19 @@ class Pipeline:
         internal = self.internal
         client_inside = flow.client in internal
         if client_inside == (flow.server in internal):
-            return None         # both inside or both outside: not a transfer out of the network
-        findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes)
+            # Both inside or both outside: not a transfer out of the network.
+            if flow.proto == PROTO_UDP and flow.sport == _DNS_PORT and self.passive_dns is not None:
+                return _DNS_ONLY       # type: ignore[return-value]
+            return None
+        findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes,
+                            self.findings_budget)
         flow.user = findings
         # Egress: the inside client's requests. Ingress: what the inside server sends back.
         inspect = TOSERVER if client_inside else TOCLIENT
-        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add), strict=self.strict)
+        ftp_data = self.ftp_data.claim(flow.client, flow.server, flow.sport, flow.cport, flow.start) \
+            if flow.proto == PROTO_TCP else None
+        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add), strict=self.strict,
+                          ftp_data=ftp_data, ftp_expect=self.ftp_data.expecter(flow))
 
     def replay(self, captures: Sequence[CaptureFile], progress: ProgressFn | None = None) -> ReplayResult:
         result = ReplayResult(self.stats)
@@ -175,6 +191,7 @@ class Pipeline:
         bypass = table.bypass
         shard = self.shard
         keeps = self._shard_keeps
+        passive_dns = self.passive_dns
 
         def slow(ts: int, linktype: int, data: memoryview) -> None:
             flow = None
@@ -186,6 +203,8 @@ class Pipeline:
                     return
                 if pkt is None:
                     return
+                if pkt.sport == _DNS_PORT and pkt.proto == PROTO_UDP and passive_dns is not None:
+                    passive_dns.observe(pkt.payload, pkt.ts)
                 flow, direction = packet(pkt, source)
                 findings = flow.user
                 if findings is not None:
@@ -219,17 +238,19 @@ class Pipeline:
             stats.packets, stats.bytes = self.frames_read, self.bytes_read
 
     def reload(self) -> None:
-        """SIGHUP: read the rule packs and GeoIP databases again; flows that start from now on use
-        them. A file that no longer loads is reported and the current rules and databases kept."""
+        """SIGHUP: read the rule packs, the destination register and the GeoIP databases again;
+        flows that start from now on use them (the register applies to every event from now on).
+        A file that no longer loads is reported and the current ones kept."""
         try:
             geo = GeoResolver(geo_databases(self.config.geoip_db), self.stats.anomalies)
             pack_rules, pack_classes = load_packs(self.config.rule_packs)
             engine = Engine(RULES + tuple(pack_rules))
+            register = load_register(self.config.register) if self.config.register else Register.empty()
         except UsageError as exc:
-            logger.error("reload failed, keeping the current rules and GeoIP databases: %s", exc)
+            logger.error("reload failed, keeping the current rules, register and GeoIP databases: %s", exc)
             return
         self.geo.close()
-        self.geo, self.engine, self.pack_classes = geo, engine, pack_classes
+        self.geo, self.engine, self.pack_classes, self.register = geo, engine, pack_classes, register
 
     def idle(self, now_us: int) -> None:
         """Live capture with no traffic: move the flow clock to wall time so idle flows end."""
@@ -251,7 +272,7 @@ class Pipeline:
         index, count = shard.index, shard.count
         table = self.flows
         crc32 = zlib.crc32
-        tcp_prefix, udp_prefix = b"6|0|", b"17|0|"
+        untagged = b"0|"
         number = self.frame_no
         for frame in frames:
             number += 1
@@ -265,11 +286,11 @@ class Pipeline:
                 if not frag & 0x3FFF and 40 <= total <= length - 14 and (
                         (proto == 6 and 20 <= (data[46] >> 4) << 2 <= total - 20)
                         or (proto == 17 and 8 <= (data[38] << 8 | data[39]) <= total - 20)):
-                    a = bytes(data[26:30]) + bytes(data[34:36])
-                    b = bytes(data[30:34]) + bytes(data[36:38])
+                    a = bytes(data[26:30])
+                    b = bytes(data[30:34])
                     if a > b:
                         a, b = b, a
-                    if crc32((tcp_prefix if proto == 6 else udp_prefix) + a + b) % count != index:
+                    if crc32(untagged + a + b) % count != index:
                         if ts > table.now:
                             self.frame_no = number
                             table.advance(ts)
@@ -344,8 +365,10 @@ class Pipeline:
 
     def _maybe_alert(self, flow: Flow, findings: Findings) -> None:
         """At most one alert per flow, as soon as its export direction carries a valid value, unless
-        the other end is known to be at home (or special-purpose). An unknown country alerts: not
-        knowing where data went is no reason to stay silent about it."""
+        the other end is known to be at home (or special-purpose), or the destination register
+        covers the transfer (unless `alert_covered`). An unknown country alerts: not knowing
+        where data went is no reason to stay silent about it. An expired basis raises the
+        severity one level; a denied destination makes it high."""
         findings.changed = False
         if flow.alerted:
             return
@@ -353,21 +376,41 @@ class Pipeline:
         geo = self._geo_fields(flow)
         if geo["cross_border"] is False:
             return                         # a home-jurisdiction or special-purpose destination
+        transfer = self._transfer(flow)
+        if transfer.status == "covered" and not self.config.alert_covered:
+            return
         event = alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
                             app_proto=self._session(flow).event_app_proto(), direction=self._direction(flow))
         event["geo"] = geo
+        event["transfer"] = transfer.event_fields()
+        alert = event["alert"]
+        if transfer.status == "denied":
+            alert["severity"] = SEVERITY_HIGH
+        elif transfer.status == "expired":
+            alert["severity"] = max(SEVERITY_HIGH, alert["severity"] - 1)
         self._emit(event)
         stats = self.stats
         stats.alerts += 1
-        severity = SEVERITY_NAMES[event["alert"]["severity"]]
+        severity = SEVERITY_NAMES[alert["severity"]]
         for match in event["classification"]["matches"]:
             stats.alerts_by[match["class"], severity] += 1
 
+    def _transfer(self, flow: Flow) -> Transfer:
+        """The register's word on the outside party, by address and every name known for it:
+        the TLS SNI, then what DNS answered for the address (before the flow started)."""
+        outside = flow.server if flow.client in self.internal else flow.client
+        names: list[str] = []
+        session = flow.consumer
+        if isinstance(session, AppSession) and session.sni:
+            names.append(session.sni)
+        if self.passive_dns is not None:
+            names += self.passive_dns.names(outside, flow.start)
+        return self.register.lookup(outside, names, flow.start)
+
     def _finish_flow(self, flow: Flow) -> None:
         session = flow.consumer
-        if session is None:
-            return
-        assert isinstance(session, AppSession)
+        if not isinstance(session, AppSession):
+            return                 # not inspected (None), or a DNS flow only feeding passive DNS
         session.finish()
         findings = flow.user
         assert isinstance(findings, Findings)
@@ -375,6 +418,8 @@ class Pipeline:
             self._maybe_alert(flow, findings)      # values confirmed only at the end of the flow
         app_fields = session.event_fields()
         geo = app_fields["geo"] = self._geo_fields(flow)
+        if geo["cross_border"] is not False:
+            app_fields["transfer"] = self._transfer(flow).event_fields()
         if findings:
             app_fields["classification"] = findings.event_fields()
         direction = self._direction(flow)
@@ -384,12 +429,17 @@ class Pipeline:
         stats = self.stats
         stats.flow_events += 1
         crossing = geo["cross_border"]
+        if crossing is not False:
+            stats.transfers[app_fields["transfer"]["status"]] += 1
         stats.flows_ended["unknown" if crossing is None else "true" if crossing else "false"] += 1
         jurisdiction = geo["dest_jurisdiction" if direction == "egress" else "src_jurisdiction"]
         # What the inside party sent: the client's bytes on egress, the server's on ingress.
         stats.egress_bytes[jurisdiction, direction] += flow.bytes[TOSERVER if direction == "egress" else TOCLIENT]
         for class_id in findings.by_class:
             stats.classified[class_id, jurisdiction] += findings.count(class_id)
+        if findings:
+            stats.flows_by_severity[SEVERITY_NAMES[findings.severity()]] += 1
+        findings.release()                         # its digests leave the process-wide budget
 
     def _geo_fields(self, flow: Flow) -> dict[str, Any]:
         """Where the outside party is: `dest_*` for egress flows, `src_*` for ingress flows."""

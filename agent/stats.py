@@ -34,6 +34,7 @@ class Stats:
     classified: Counter[tuple[str, str]] = field(default_factory=Counter)     # (class, jurisdiction)
     rejected: Counter[str] = field(default_factory=Counter)                   # validator rejects by class
     alerts_by: Counter[tuple[str, str]] = field(default_factory=Counter)      # (class, severity)
+    flows_by_severity: Counter[str] = field(default_factory=Counter)          # classified flows, final severity
     transfers: Counter[str] = field(default_factory=Counter)                  # register status
     scan_buckets: list[int] = field(default_factory=lambda: [0] * (len(SCAN_BUCKETS) + 1))
     scan_seconds: float = 0.0
@@ -56,6 +57,7 @@ class Stats:
         self.classified.update(other.classified)
         self.rejected.update(other.rejected)
         self.alerts_by.update(other.alerts_by)
+        self.flows_by_severity.update(other.flows_by_severity)
         self.transfers.update(other.transfers)
         self.scan_buckets = [a + b for a, b in zip(self.scan_buckets, other.scan_buckets)]
         self.scan_seconds += other.scan_seconds

@@ -56,15 +56,24 @@ def test_example_config_documents_every_option():
     import tomllib
     from dataclasses import fields
 
-    from agent.config import CaptureOptions, DefragLimits, _toml_names
+    from agent.config import CaptureOptions, DefragLimits, _options_from, _toml_names
     from agent.flows import FlowLimits
     from agent.metrics import MetricsListen
     from classifiers.findings import FindingLimits
 
     data = tomllib.loads((PROJECT_ROOT / "deploy" / "egresswatch.toml").read_text())
     sections = {"findings": FindingLimits, "flows": FlowLimits, "defrag": DefragLimits, "capture": CaptureOptions}
-    top = {f.name for f in fields(Config)} - set(sections) - {"metrics"}
+    top = {f.name for f in fields(Config)} - set(sections) - {"metrics", "syslog", "webhook"}
     assert top <= set(data), f"undocumented: {top - set(data)}"
+    text = (PROJECT_ROOT / "deploy" / "egresswatch.toml").read_text()
+    from agent.exporters.syslog import SyslogOptions
+    from agent.exporters.webhook import WebhookOptions
+    for table, cls in (("syslog", SyslogOptions), ("webhook", WebhookOptions)):   # documented, commented out
+        commented = tomllib.loads("\n".join(line[2:] for line in text.splitlines() if line.startswith("# ")
+                                            and (" = " in line or line.startswith("# ["))).split(f"[{table}]")[1]
+                                  .split("\n[")[0])
+        assert set(commented) == {f.name for f in fields(cls)}, table
+        assert _options_from(commented, cls, table) == cls()
     for name, cls in sections.items():
         assert set(_toml_names(cls)) == set(data[name]), name
     metrics = {f.name for f in fields(MetricsListen)} - {"host", "port"} | {"listen"}
@@ -86,3 +95,19 @@ def test_capture_and_metrics_sections_and_overrides(tmp_path):
         path.write_text(text)
         with pytest.raises(UsageError, match=re.escape(message)):
             load(str(path), {}, {})
+
+
+def test_sink_sections_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[syslog]\naddress = "127.0.0.1:6514"\ntransport = "tls"\nseverities = [2, 3, 4]\n'
+                    'drain_timeout = 1\n[webhook]\nurl = "http://127.0.0.1:8080/hook"\n')
+    config = load(str(path), {"EGRESSWATCH_WEBHOOK_TOKEN": "t0ken"}, {"syslog_transport": "tcp"})
+    assert config.syslog.address == "127.0.0.1:6514" and config.syslog.transport == "tcp"
+    assert config.syslog.severities == (2, 3, 4) and config.syslog.drain_timeout == 1.0
+    assert config.webhook.url == "http://127.0.0.1:8080/hook" and config.webhook.bearer_token == "t0ken"
+    assert "t0ken" not in repr(config)
+    assert load(None, {}, {}).syslog is None and load(None, {}, {}).webhook is None
+    assert load(None, {}, {"syslog_address": "10.1.1.1:514"}).syslog.address == "10.1.1.1:514"
+    path.write_text('[syslog]\nseverities = ["err"]\n')
+    with pytest.raises(UsageError, match=re.escape("[syslog] severities must be a list of int")):
+        load(str(path), {}, {})

@@ -79,12 +79,18 @@ def test_flow_hash_is_the_same_both_ways_and_spreads_flows():
 
     decoder = Decoder(Counter(), Defragmenter(Counter()))
     owners = Counter()
-    for port in range(40000, 40400):
-        there = decoder.decode(0, 1, memoryview(bytes(Ether() / IP(src="10.0.0.1", dst="5.9.0.1") / TCP(sport=port, dport=443))))
-        back = decoder.decode(0, 1, memoryview(bytes(Ether() / IP(src="5.9.0.1", dst="10.0.0.1") / TCP(sport=443, dport=port))))
-        assert shard_of(there, 4) == shard_of(back, 4)
-        owners[shard_of(there, 4)] += 1
-    assert len(owners) == 4 and min(owners.values()) > 60       # 400 flows over 4 workers
+    def owner(src: str, dst: str, sport: int, dport: int) -> int:
+        frame = bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport))
+        return shard_of(decoder.decode(0, 1, memoryview(frame)), 4)
+
+    for host in range(400):
+        inside = f"10.0.{host // 200}.{host % 200 + 1}"
+        there = owner(inside, "5.9.0.1", 40000 + host, 443)
+        assert there == owner("5.9.0.1", inside, 443, 40000 + host)
+        # Every connection between two hosts (an FTP control and its data channel) shares a worker.
+        assert there == owner(inside, "5.9.0.1", 50000 + host, 20)
+        owners[there] += 1
+    assert len(owners) == 4 and min(owners.values()) > 60       # 400 host pairs over 4 workers
 
 
 def test_worker_failure_is_one_line_exit_1(monkeypatch, capsys):

@@ -1,0 +1,154 @@
+"""Destination register end to end: covered transfers are recorded but not alerted, expired and
+denied ones raise the severity; host names come from DNS answers seen earlier on the wire; the
+register reloads; alerts also reach a webhook given on the command line."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from tests.test_classification_e2e import INSIDE, post, replay, rid, tcp_conversation
+
+T0 = 1_767_225_600.0                  # 2026-01-01, the date the register is judged at
+COVERED, EXPIRED, DENIED, BY_NAME = "93.184.216.34", "93.184.216.35", "5.9.10.10", "5.9.20.20"
+RESOLVER = "10.20.0.53"               # an inside resolver: the answer never crosses the boundary
+
+
+def _upload(server: str, cport: int, rng: random.Random, t0: float) -> list:
+    body = ("\n".join(rid(rng) for _ in range(3))).encode()
+    return tcp_conversation(INSIDE, server, cport, [post(body, "text/plain")], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=t0)
+
+
+def _capture() -> list:
+    rng = random.Random(7)
+    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53000)
+              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
+                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
+    answer.time = T0 - 1
+    packets = [answer]
+    for n, server in enumerate((COVERED, EXPIRED, DENIED, BY_NAME)):
+        packets += _upload(server, 41000 + n, rng, T0 + n)
+    return packets
+
+
+REGISTER = f"""
+version: 1
+destinations:
+  - name: covered-processor
+    cidrs: [{COVERED}/32]
+    basis: security_assessment
+    approved: 2025-01-01
+    valid_until: 2027-12-31
+  - name: lapsed-contract
+    cidrs: [{EXPIRED}/32]
+    basis: standard_contract
+    filed: 2023-01-01
+    expires: 2025-06-30
+  - name: listed-entity
+    cidrs: [5.9.10.0/24]
+    deny: true
+    reason: PIPL Art. 42 list
+  - name: partner-by-name
+    hosts: ["*.partner.example"]
+    deny: true
+    reason: not approved by legal
+"""
+
+
+def _by_dest(events: list[dict], event_type: str) -> dict[str, dict]:
+    return {e["dest_ip"]: e for e in events if e["event_type"] == event_type}
+
+
+def test_register_statuses_severity_and_passive_dns_names(tmp_path: Path):
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    events, _ = replay(tmp_path, _capture(), "--register", str(register))
+    flows, alerts = _by_dest(events, "flow"), _by_dest(events, "alert")
+    assert flows[COVERED]["transfer"] == {"basis": "security_assessment", "valid_until": "2027-12-31",
+                                          "status": "covered", "entry": "covered-processor"}
+    assert COVERED not in alerts                                  # recorded, not alerted
+    assert flows[EXPIRED]["transfer"]["status"] == "expired"
+    assert alerts[EXPIRED]["alert"]["severity"] == flows[EXPIRED]["classification"]["severity"] - 1
+    assert alerts[DENIED]["transfer"]["status"] == "denied" and alerts[DENIED]["alert"]["severity"] == 1
+    # No SNI, no Host match: the name comes from the DNS answer the inside resolver gave.
+    assert alerts[BY_NAME]["transfer"]["entry"] == "partner-by-name"
+    assert alerts[BY_NAME]["alert"]["severity"] == 1
+
+    covered_too, _ = replay(tmp_path, _capture(), "--register", str(register), "--config",
+                            str(_config(tmp_path, "alert_covered = true\n")))
+    assert COVERED in _by_dest(covered_too, "alert")
+
+    plain, _ = replay(tmp_path, _capture())
+    assert {e["transfer"]["status"] for e in plain if e["event_type"] == "flow"} == {"none"}
+    assert len(_by_dest(plain, "alert")) == 4
+
+
+def test_bad_register_is_a_one_line_usage_error(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from tests.streams import PROJECT_ROOT
+    register = tmp_path / "register.yaml"
+    register.write_text("version: 1\ndestinations:\n  - name: x\n    cidrs: [10.0.0.1/8]\n    basis: certification\n")
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(PROJECT_ROOT / "samples" /
+                             "sample-egress.pcap"), "--register", str(register)], capture_output=True, text=True,
+                            timeout=120, cwd=PROJECT_ROOT)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+    assert str(register) in result.stderr.strip().splitlines()[-1]
+
+
+def test_pipeline_reload_swaps_the_register(tmp_path: Path):
+    from agent.config import load
+    from agent.pipeline import Pipeline
+    from agent.stats import Stats
+
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    pipeline = Pipeline(load(None, {}, {"register": str(register)}), [], Stats())
+    before = pipeline.register
+    register.write_text("version: 1\ndestinations: []\n")
+    pipeline.reload()
+    assert pipeline.register is not before and len(pipeline.register) == 0
+    register.write_text("not: [valid")
+    pipeline.reload()                                   # refused: the current register stays
+    assert len(pipeline.register) == 0
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "extra.toml"
+    path.write_text(text)
+    return path
+
+
+def test_alerts_reach_a_webhook_given_on_the_command_line(tmp_path: Path):
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:   # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = _config(tmp_path, f'[webhook]\nspool_dir = "{tmp_path / "spool"}"\n')
+        events, _ = replay(tmp_path, _capture(), "--config", str(config),
+                           "--webhook", f"http://127.0.0.1:{server.server_port}/alerts")
+    finally:
+        server.shutdown()
+        server.server_close()
+    alerts = [e for e in events if e["event_type"] == "alert"]
+    assert len(alerts) == 4
+    assert sorted(json.dumps(a, sort_keys=True) for a in received) == sorted(json.dumps(a, sort_keys=True) for a in alerts)
