@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 # scrape test; ngrep: a peer in the benchmark smoke test.
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip tshark tcpdump \
-    iproute2 tcpreplay rsyslog prometheus ngrep >/dev/null
+    iproute2 tcpreplay rsyslog rsyslog-openssl prometheus ngrep strace libcap2-bin util-linux systemd >/dev/null
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -119,6 +119,11 @@ def test_live_capture_alerts_metrics_privileges_and_clean_shutdown(netns_pair, s
     subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(SAMPLE), "--eve", str(replayed), "-q"],
                    check=True, timeout=120, cwd=PROJECT_ROOT)
     expected = _events(replayed)
+    from agent.config import Config
+    from agent.pipeline import Pipeline, open_captures
+    from agent.stats import Stats
+    replay_stats = Stats()
+    Pipeline(Config(), [], replay_stats).replay(open_captures([str(SAMPLE)]))
     port = 9917
     agent = subprocess.Popen(
         ["ip", "netns", "exec", inside, sys.executable, "-m", "agent.cli", "run", "--interface", inside_if,
@@ -139,15 +144,15 @@ def test_live_capture_alerts_metrics_privileges_and_clean_shutdown(netns_pair, s
 
         sent = _in_netns(outside, "tcpreplay", "-q", "-i", outside_if, "--pps", "2000", str(SAMPLE))
         assert sent.returncode == 0, sent.stderr
-        _wait_for(lambda: _scrape(inside, port).get("egresswatch_capture_packets_total", 0) >= 574)
+        _wait_for(lambda: _scrape(inside, port).get("egresswatch_capture_packets_total", 0) >= replay_stats.packets)
         # Alerts are written as soon as a flow is known to match, before any flow ends.
         _wait_for(lambda: sum(e["event_type"] == "alert" for e in _events(eve)) ==
                   sum(e["event_type"] == "alert" for e in expected))
         metrics = _scrape(inside, port)
         assert metrics["egresswatch_capture_kernel_drops_total"] == 0
-        assert metrics["egresswatch_flows_active"] == 32
-        alerts_by_class = {k: v for k, v in metrics.items() if k.startswith("egresswatch_alerts_total")}
-        assert sum(v for k, v in alerts_by_class.items() if 'class="cn_resident_id"' in k) == 3
+        assert metrics["egresswatch_flows_active"] == replay_stats.flows     # none has timed out yet
+        for (class_id, severity), count in replay_stats.alerts_by.items():
+            assert metrics[f'egresswatch_alerts_total{{class="{class_id}",severity="{severity}"}}'] == count
 
         # logrotate: move the file away, SIGHUP, and the events that follow go to a new file.
         rotated = tmp_path / "eve.json.1"
