@@ -247,8 +247,8 @@ def _sink_counters(exporter: Exporter) -> SinkCounters | None:
     if stats is None:
         return None
     current = stats()
-    return SinkCounters(current.name, getattr(current, "queue_depth", 0), getattr(current, "spool_bytes", 0),
-                        getattr(current, "sent", 0), getattr(current, "dropped", 0))
+    return SinkCounters(current.name, current.queue_depth, current.spool_bytes, current.sent, current.dropped,
+                        current.suppressed, current.retries)
 
 
 def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool = False) -> int:

@@ -61,6 +61,8 @@ class SinkCounters:
     spool_bytes: int = 0
     sent: int = 0
     dropped: int = 0
+    suppressed: int = 0
+    retries: int = 0
 
 
 @dataclass(slots=True)
@@ -144,12 +146,17 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     sent = CounterMetricFamily("egresswatch_sink_sent_events", "Events a sink delivered.", labels=["sink"])
     dropped = CounterMetricFamily("egresswatch_sink_dropped_events", "Events a sink dropped (spool full: "
                                   "oldest first).", labels=["sink"])
+    suppressed = CounterMetricFamily("egresswatch_sink_suppressed_events", "Events a sink held back by its "
+                                     "per-flow rate limit.", labels=["sink"])
+    retries = CounterMetricFamily("egresswatch_sink_retries", "Failed deliveries a sink retried.", labels=["sink"])
     for sink in snap.sinks:
         depth.add_metric([sink.name], sink.queue_depth)
         spool.add_metric([sink.name], sink.spool_bytes)
         sent.add_metric([sink.name], sink.sent)
         dropped.add_metric([sink.name], sink.dropped)
-    yield from (depth, spool, sent, dropped)
+        suppressed.add_metric([sink.name], sink.suppressed)
+        retries.add_metric([sink.name], sink.retries)
+    yield from (depth, spool, sent, dropped, suppressed, retries)
     buckets = []
     running = 0
     for bound, count in zip((*SCAN_BUCKETS, float("inf")), stats.scan_buckets):

@@ -31,7 +31,7 @@ from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import SEVERITY_NAMES, Stats
 from classifiers.classes import RULES, SENSITIVITY_PROFILES
-from classifiers.engine import Engine
+from classifiers.engine import Engine, ScanStream
 from classifiers.findings import SEVERITY_HIGH, Findings, FindingsBudget
 from classifiers.rulepacks import load_packs
 from geo.jurisdiction import load_profile
@@ -66,6 +66,26 @@ def shard_of(pkt: Packet, count: int) -> int:
     if a > b:
         a, b = b, a
     return zlib.crc32(b"%d|" % pkt.vlan + a + b) % count
+
+
+class _TimedScan:
+    """A flow direction's ScanStream, timed: the scan duration histogram is observed per flow."""
+
+    __slots__ = ("stream", "seconds")
+
+    def __init__(self, stream: ScanStream) -> None:
+        self.stream = stream
+        self.seconds = 0.0
+
+    def write(self, data: bytes | memoryview) -> None:
+        started = time.perf_counter()
+        self.stream.write(data)
+        self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        self.stream.close()
+        self.seconds += time.perf_counter() - started
 
 
 def _end_order(flow: Flow) -> tuple[int, int]:
@@ -155,7 +175,8 @@ class Pipeline:
         inspect = TOSERVER if client_inside else TOCLIENT
         ftp_data = self.ftp_data.claim(flow.client, flow.server, flow.sport, flow.cport, flow.start) \
             if flow.proto == PROTO_TCP else None
-        return AppSession(self.stats.anomalies, inspect, self.engine.stream(findings.add), strict=self.strict,
+        return AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
+                          strict=self.strict,
                           ftp_data=ftp_data, ftp_expect=self.ftp_data.expecter(flow))
 
     def replay(self, captures: Sequence[CaptureFile], progress: ProgressFn | None = None) -> ReplayResult:
@@ -412,6 +433,8 @@ class Pipeline:
         if not isinstance(session, AppSession):
             return                 # not inspected (None), or a DNS flow only feeding passive DNS
         session.finish()
+        if session.scanner is not None and session.scanner.seconds:     # type: ignore[attr-defined]
+            self.stats.observe_scan(session.scanner.seconds)           # type: ignore[attr-defined]
         findings = flow.user
         assert isinstance(findings, Findings)
         if findings.changed:

@@ -36,8 +36,9 @@ class Stats:
     alerts_by: Counter[tuple[str, str]] = field(default_factory=Counter)      # (class, severity)
     flows_by_severity: Counter[str] = field(default_factory=Counter)          # classified flows, final severity
     transfers: Counter[str] = field(default_factory=Counter)                  # register status
-    scan_buckets: list[int] = field(default_factory=lambda: [0] * (len(SCAN_BUCKETS) + 1))
-    scan_seconds: float = 0.0
+    # Timings: not part of equality (two runs of the same input count the same, not time the same).
+    scan_buckets: list[int] = field(default_factory=lambda: [0] * (len(SCAN_BUCKETS) + 1), compare=False)
+    scan_seconds: float = field(default=0.0, compare=False)
 
     def observe_scan(self, seconds: float) -> None:
         self.scan_buckets[bisect.bisect_left(SCAN_BUCKETS, seconds)] += 1

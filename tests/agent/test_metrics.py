@@ -97,6 +97,11 @@ def test_values_come_from_the_replay(replay_snapshot):
     assert us_ids == stats.classified["cn_resident_id", "US"] > 0
     assert sum(v for (name, _), v in samples.items() if name == "egresswatch_alerts_total") >= stats.alerts > 0
     assert samples[("egresswatch_geoip_database_build_timestamp_seconds", (("database", "embedded"),))] > 1.7e9
+    # One scan-duration observation per inspected flow that was scanned; cumulative buckets.
+    scanned = samples[("egresswatch_scan_duration_seconds_count", ())]
+    assert 0 < scanned <= stats.flow_events
+    assert samples[("egresswatch_scan_duration_seconds_bucket", (("le", "+Inf"),))] == scanned
+    assert samples[("egresswatch_scan_duration_seconds_sum", ())] > 0
 
 
 def test_replay_writes_the_textfile(tmp_path: Path):
