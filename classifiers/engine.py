@@ -13,6 +13,13 @@ around it (Hyperscan has no lookaround), hotword check when the rule needs one, 
 validate. A candidate ending exactly at the end of a write may continue in the next one,
 so its group waits for the next write or for `close()`.
 
+What is compiled (`expressions`): a `fenced` rule's pattern behind one byte outside its
+boundary set, so its left boundary is checked by Hyperscan and a match's start is that byte;
+every stream begins with `_EDGE` so that a value at offset 0 has one too. Rules with an
+`anchor` (e-mail) are compiled without SOM: their start comes from the anchor byte, and a
+leftmost start over an unbounded run of local-part bytes was the most expensive thing the
+database did (issue 5, benchmarks/RESULTS.md).
+
 python-hyperscan 0.9.1 traps avoided here (each has a regression test):
 - the stream keeps *borrowed* references to its handler and context: both are owned by the
   `ScanStream` (the bound method is stored, since each attribute access makes a new one);
@@ -43,8 +50,26 @@ WINDOW = 512              # bytes of history kept per stream: longest value plus
 HOTWORD_REACH = 48        # a hotword must end within this many bytes before the value
 BINARY_CONTEXT = 16       # bytes either side of a text-only candidate checked for binary data
 _TEXT_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\r\f\v") + b"\x7f"
+_EDGE = b"\n"             # written first in every stream: the left fence of a value at offset 0
 
 ValueSink = Callable[[str, str, str], None]    # (class_id, normalized value, confidence)
+
+
+def expressions(rules: Sequence[Rule]) -> tuple[list[bytes], list[int]]:
+    """The Hyperscan expressions and flags the engine compiles for `rules` (ids are indexes).
+
+    Benchmarks that measure "Hyperscan alone with the same patterns" compile these."""
+    patterns: list[bytes] = []
+    flags: list[int] = []
+    for rule in rules:
+        pattern = rule.pattern
+        if rule.fenced:
+            outside = b"".join(b"\\x%02x" % c for c in sorted(rule.boundary))
+            pattern = b"[^" + outside + b"](?:" + pattern + b")"
+        patterns.append(pattern)
+        flags.append((0 if rule.anchor else hyperscan.HS_FLAG_SOM_LEFTMOST)
+                     | (hyperscan.HS_FLAG_CASELESS if rule.caseless else 0))
+    return patterns, flags
 
 
 def _check_for(rule: Rule) -> Callable[[str], str | None]:
@@ -81,6 +106,7 @@ class Engine:
         self._checks = [_check_for(r) for r in self.rules]
         self._hotwords = [tuple({w.lower().encode(enc) for w in r.hotwords for enc in ("utf-8", "gbk")})
                           for r in self.rules]
+        self._anchors = [r.anchor for r in self.rules]
         self.database = self._load_or_compile(cache_dir)
         self.rejected: dict[str, int] = {}        # validator rejects by class (for metrics)
 
@@ -96,10 +122,10 @@ class Engine:
     # -- compile -------------------------------------------------------------------------
 
     def _fingerprint(self) -> str:
-        h = hashlib.sha256(b"egresswatch-rules-v1")
+        h = hashlib.sha256(b"egresswatch-rules-v2")
         h.update(repr(getattr(hyperscan, "__version__", "")).encode())
-        for rule in self.rules:
-            h.update(rule.pattern + (b"\1" if rule.caseless else b"\0"))
+        for pattern, flags in zip(*expressions(self.rules)):
+            h.update(pattern + b"\0%d\0" % flags)
         return h.hexdigest()[:24]
 
     def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
@@ -113,9 +139,7 @@ class Engine:
             except Exception as exc:      # stale or foreign file: recompile
                 logger.warning("ignoring unusable rule cache %s: %s", cache, exc)
         database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
-        patterns = [r.pattern for r in self.rules]
-        flags = [hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if r.caseless else 0)
-                 for r in self.rules]
+        patterns, flags = expressions(self.rules)
         try:
             database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
                              flags=flags)
@@ -141,9 +165,9 @@ class ScanStream:
         self.engine = engine
         self.sink = sink
         self._found: list[tuple[int, int, int]] = []     # (rule, start, end) from the current write
-        self._tail = bytearray()                         # the last WINDOW bytes (+ the current write)
+        self._tail = bytearray(_EDGE)                    # the last WINDOW bytes (+ the current write)
         self._base = 0                                   # stream offset of _tail[0]
-        self._end = 0                                    # stream offset after the last write
+        self._end = len(_EDGE)                           # stream offset after the last write
         self._pending: list[tuple[int, int, int]] = []   # candidates that may continue in the next write
         self._closed = False
         # The Hyperscan stream only borrows its handler and context. `self._on_match` makes a new
@@ -151,6 +175,7 @@ class ScanStream:
         self._handler = self._on_match
         self._hs = engine.database.stream(match_event_handler=self._handler, context=self)
         self._hs.__enter__()
+        self._hs.scan(_EDGE)
 
     def _on_match(self, rule: int, start: int, end: int, flags: int, context: object) -> None:
         self._found.append((rule, start, end))
@@ -174,17 +199,28 @@ class ScanStream:
             return
         self._closed = True
         self._hs.close()
-        self._confirm(final=True)
+        if self._found or self._pending:
+            self._confirm(final=True)
         self._tail = bytearray()
 
     # -- confirmation ----------------------------------------------------------------------
 
     def _confirm(self, *, final: bool) -> None:
-        found = self._pending + self._found
+        """Group this write's candidates (and those held back) by (rule, value start) and
+        confirm every group that cannot grow any more."""
+        found, pending = self._found, self._pending
         self._found = []
         self._pending = []
+        anchors = self.engine._anchors
         groups: dict[tuple[int, int], list[int]] = {}
+        for rule, start, end in pending:           # their starts are already value starts
+            groups.setdefault((rule, start), []).append(end)
         for rule, start, end in found:
+            anchor = anchors[rule]
+            if anchor:
+                start = self._anchor_at(anchor, end)
+                if start < 0:
+                    continue
             groups.setdefault((rule, start), []).append(end)
         end_of_data = self._end
         for (rule, start), ends in groups.items():
@@ -193,47 +229,62 @@ class ScanStream:
                 continue
             self._confirm_group(rule, start, sorted(set(ends), reverse=True))
 
+    def _anchor_at(self, anchor: bytes, end: int) -> int:
+        """Stream offset of the last anchor byte before `end` (an e-mail's "@": its domain holds
+        none), or -1 when that lies before the window."""
+        at = self._tail.rfind(anchor, 0, end - self._base)
+        return at + self._base if at >= 0 else -1
+
     def _confirm_group(self, rule_index: int, start: int, ends: list[int]) -> None:
+        """`start` is the stream offset of the match: a fenced rule's fence byte, an anchored
+        rule's anchor byte, otherwise the value's first byte."""
         engine = self.engine
         rule = engine.rules[rule_index]
         tail, base = self._tail, self._base
+        boundary = rule.boundary
         if rule.anchor:
-            start = self._reanchor(rule, start, ends[0])
-            if start < 0:
+            lo = self._token_start(rule, start - base)
+            if lo < 0:
                 return
-        elif start < base:
-            return                        # longer than the window: no identifier we know is
-        if rule.text_only and self._binary_around(start, ends[0]):
-            return
-        lo = start - base
-        if lo > 0 and tail[lo - 1] in rule.boundary:
+        elif rule.fenced:
+            lo = start + 1 - base          # Hyperscan checked the byte before it
+            if lo < 0:
+                return                     # longer than the window: no identifier we know is
+        else:
+            lo = start - base
+            if lo < 0:
+                return
+            if lo > 0 and tail[lo - 1] in boundary:
+                return
+        if rule.text_only and self._binary_around(base + lo, ends[0]):
             return
         if rule.hotwords and not self._has_hotword(rule_index, lo):
             return
+        check, normalize = engine._checks[rule_index], engine._normalizers[rule_index]
+        size = len(tail)
         for end in ends:
             hi = end - base
-            if hi < len(tail) and tail[hi] in rule.boundary:
+            if hi < size and tail[hi] in boundary:
                 continue
-            if rule.dotted and hi + 1 < len(tail) and tail[hi] == 0x2E and tail[hi + 1] in rule.boundary:
+            if rule.dotted and hi + 1 < size and tail[hi] == 0x2E and tail[hi + 1] in boundary:
                 continue                  # "a@b.com.cn" must not also yield "a@b.com"
-            raw = tail[lo:hi].decode(rule.encoding, "replace")
-            value = engine._checks[rule_index](engine._normalizers[rule_index](raw))
+            value = check(normalize(tail[lo:hi].decode(rule.encoding, "replace")))
             if value is not None:
                 self.sink(rule.class_id, value, rule.confidence)
                 return
         engine.rejected[rule.class_id] = engine.rejected.get(rule.class_id, 0) + 1
 
-    def _reanchor(self, rule: Rule, start: int, end: int) -> int:
-        """The leftmost start may lie far back (a long run of local-part bytes): start again from
-        the anchor byte ("@") and take at most `anchor_reach` token bytes before it."""
-        tail, base = self._tail, self._base
-        at = tail.rfind(rule.anchor, max(start, base) - base, end - base)
-        if at < 0:
-            return -1
+    def _token_start(self, rule: Rule, at: int) -> int:
+        """Where the token around the anchor byte at `at` (an index into the tail) starts: at
+        most `anchor_reach` boundary bytes before it; -1 when there are none or the token runs
+        on beyond that reach."""
+        tail, boundary = self._tail, rule.boundary
         lo = at
-        while lo > 0 and at - lo < rule.anchor_reach and tail[lo - 1] in rule.boundary:
+        while lo > 0 and at - lo < rule.anchor_reach and tail[lo - 1] in boundary:
             lo -= 1
-        return base + lo if lo < at else -1
+        if lo == at or (lo > 0 and tail[lo - 1] in boundary):
+            return -1
+        return lo
 
     def _binary_around(self, start: int, end: int) -> bool:
         """True when the bytes around a candidate look like binary data, not text.

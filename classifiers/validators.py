@@ -19,7 +19,8 @@ python-stdnum traps (see tests/classifiers/test_validators.py):
   checksum-valid codes of authorities A, N and Y; only `calc_check_digit` is used, after our
   own structure check (its `_alphabet.index` raises on I, O, S, V, Z).
 - `stdnum.luhn.is_valid` and `stdnum.iban.is_valid` control their flow with exceptions;
-  `luhn.checksum` is called directly, and IBANs are pre-gated by a regex.
+  the Luhn sum is computed here (`luhn_ok`, ~6x faster than `stdnum.luhn.checksum`, and card
+  candidates are the most numerous), and IBANs are pre-gated by a regex.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import re
 from collections.abc import Callable
 
 from stdnum import iban as _iban
-from stdnum import luhn as _luhn
 from stdnum.cn import ric as _ric
 from stdnum.cn import uscc as _uscc
 
@@ -78,6 +78,17 @@ def cn_resident_id_legacy(v: str) -> bool:
 # -- payment cards --------------------------------------------------------------------------
 
 _CARD_RE = re.compile(r"[2-6][0-9]{12,18}")
+# Luhn: every second digit from the right is doubled, and a doubled digit counts as the sum of
+# its two digits (2*7 = 14 -> 5); this table maps each digit to that.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn (mod 10) check over a string of ASCII digits (the caller's regex ensures that).
+
+    Summing the encoded bytes adds 48 ("0") per digit, taken off at the end: one C-level loop
+    instead of an int() call per digit."""
+    return (sum((digits[-1::-2] + digits[-2::-2].translate(_LUHN_DOUBLED)).encode()) - 48 * len(digits)) % 10 == 0
 _UNIONPAY_RE = re.compile(r"(?:62|81)[0-9]{14,17}")
 
 
@@ -95,7 +106,7 @@ def payment_card(v: str) -> bool:
             return False
     if v.count(v[0]) == len(v):           # 4444...4 style test fillers; some pass Luhn
         return False
-    return _luhn.checksum(v) == 0
+    return luhn_ok(v)
 
 
 def unionpay_unchecked(v: str) -> bool:
@@ -147,10 +158,26 @@ def email(v: str) -> bool:
 # type, [3-8] region code (digits), [9-17] organisation code, [18] check.
 _USCC_RE = re.compile(r"[1-9ANY][0-9A-HJ-NP-RTUW-Y][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}")
 
+# GB 32100-2015 code tables: registration authority -> its entity type codes (1 机构编制: 机关,
+# 事业单位, 群众团体, 其他; 2 外交; 3 司法行政; 4 文化; 5 民政; 6 旅游; 7 宗教; 8 工会; 9 工商:
+# 企业, 个体工商户, 农民专业合作社; A 中央军委改革和编制办公室; N 农业; Y 其他, always 1).
+USCC_ENTITY_TYPES: dict[str, str] = {
+    "1": "1239", "2": "19", "3": "123459", "4": "19", "5": "1239", "6": "129", "7": "129", "8": "19",
+    "9": "123", "A": "19", "N": "1239", "Y": "1",
+}
+USCC_AUTHORITY_TYPES: frozenset[str] = frozenset(a + t for a, types in USCC_ENTITY_TYPES.items() for t in types)
+# The region code is a GB/T 2260 division: a province-level prefix, or 10 for national-level
+# registrations (100000, e.g. central state-owned enterprises).
+USCC_REGION_PREFIXES: frozenset[str] = CN_PROVINCES | {"10"}
+
 
 def cn_uscc(v: str) -> bool:
-    """Unified social credit code, including A/N/Y authorities that stdnum's validate() rejects."""
-    if _USCC_RE.fullmatch(v) is None:
+    """Unified social credit code, including A/N/Y authorities that stdnum's validate() rejects.
+
+    Beyond the alphabet and the check character: the authority/entity-type pair and the region
+    prefix must be ones GB 32100 and GB/T 2260 define (the built-in pattern finds only those).
+    """
+    if _USCC_RE.fullmatch(v) is None or v[:2] not in USCC_AUTHORITY_TYPES or v[2:4] not in USCC_REGION_PREFIXES:
         return False
     return _uscc.calc_check_digit(v[:17]) == v[17]
 

@@ -195,3 +195,70 @@ def test_email_shapes_inside_binary_data_are_not_addresses(engine):
     assert found(engine, b"\x00\x91\x1bI@zn.ml\x03\xff\xfe") == []
     assert classes(found(engine, "联系邮箱：li.si@example.cn。".encode())) == [("email", "li.si@example.cn")]
     assert classes(found(engine, "邮箱 wang@example.cn".encode("utf-8") + b"\r\n")) == [("email", "wang@example.cn")]
+
+
+# -- pattern formulation (issue 5): tighter patterns must find every value the validators accept --
+
+def test_card_pattern_finds_every_prefix_the_validator_accepts(engine):
+    from classifiers.validators import payment_card
+    cards = [make_card(f"{iin}12345678901") for iin in range(2000, 7000)]
+    hits = found(engine, " ".join(cards).encode() + b" ")
+    assert {v for c, v, _ in hits if c == "payment_card"} == {card for card in cards if payment_card(card)}
+    assert len({v for c, v, _ in hits}) > 4000          # 2-series: only 2200-2204 and 2221-2720
+
+
+def test_uscc_pattern_finds_exactly_the_code_tables(engine):
+    from classifiers.validators import USCC_AUTHORITY_TYPES, USCC_REGION_PREFIXES
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    codes = {}
+    for authority in alphabet:
+        for kind in alphabet:
+            for region in ("11", "10", "44", "83", "00", "20", "99"):
+                code = make_uscc(f"{authority}{kind}{region}0211M000100Y4")
+                codes[code] = authority + kind in USCC_AUTHORITY_TYPES and region in USCC_REGION_PREFIXES
+    hits = found(engine, "\n".join(codes).encode())
+    assert {v for c, v, _ in hits if c == "cn_uscc"} == {code for code, ok in codes.items() if ok}
+    assert sum(codes.values()) == 36 * 4                  # 36 pairs in GB 32100, 4 of the 7 regions valid
+
+
+@pytest.mark.parametrize("text, cls, value", [
+    (RID, "cn_resident_id", RID),                        # the very first bytes of the stream
+    (MOBILE, "cn_mobile", MOBILE),
+    ("+86 " + MOBILE, "cn_mobile", MOBILE),
+    (CARD, "payment_card", CARD),
+    ("DE89370400440532013000", "iban", "DE89370400440532013000"),
+])
+def test_fenced_value_at_the_start_of_a_stream_and_of_a_write(engine, text, cls, value):
+    assert classes(found(engine, text.encode())) == [(cls, value)]
+    assert classes(found(engine, b"x", b" " + text.encode())) == [(cls, value)]
+    if text[0].isalnum():
+        assert found(engine, b"x", text.encode()) == []  # glued to the previous write's token
+
+
+def test_fenced_patterns_carry_the_boundary_and_only_anchored_rules_skip_som():
+    import hyperscan
+
+    from classifiers.classes import RULES
+    from classifiers.engine import expressions
+    patterns, flags = expressions(RULES)
+    for rule, pattern, flag in zip(RULES, patterns, flags):
+        assert pattern.startswith(b"[^") == rule.fenced, rule.validator
+        assert bool(flag & hyperscan.HS_FLAG_SOM_LEFTMOST) == (not rule.anchor), rule.validator
+    assert any(r.fenced for r in RULES) and any(r.anchor for r in RULES)
+
+
+def test_email_start_comes_from_the_anchor(engine):
+    text = b"a.b@x.org," + b"c" * 63 + b"@y.org;" + b"d" * 65 + b"@z.org "
+    expected = [("email", "a.b@x.org"), ("email", "c" * 63 + "@y.org")]     # 65 is past anchor_reach
+    assert classes(found(engine, text)) == expected
+    # split anywhere, including inside the local part and right after the "@"
+    for cut in range(0, 80):
+        assert classes(found(engine, text[:cut], text[cut:])) == expected
+
+
+def test_values_in_a_long_stream_of_numbers(engine):
+    # Digit-heavy data (order numbers, timestamps) around real values: the case the fence is for.
+    noise = b" ".join(b"%d" % (10**17 + i * 7919) for i in range(300))
+    text = noise + f" {RID} {CARD} tel:{MOBILE} ".encode() + noise
+    assert classes(found(engine, text)) == sorted([("cn_resident_id", RID), ("payment_card", CARD),
+                                                    ("cn_mobile", MOBILE)])

@@ -513,3 +513,23 @@ def test_mrz_rejects():
     dashed = filled[:42] + "<"
     dashed += mrz_check(dashed[0:10] + dashed[13:20] + dashed[21:43])
     assert v.mrz_passport_line(dashed) is None
+
+
+def test_own_luhn_agrees_with_stdnum():
+    rng = random.Random(11)
+    for length in range(1, 25):
+        for _ in range(400):
+            digits = "".join(rng.choice("0123456789") for _ in range(length))
+            assert v.luhn_ok(digits) == luhn.is_valid(digits), digits
+
+
+@pytest.mark.parametrize("code, ok", [
+    ("91350211M000100Y4", True),
+    ("94350211M000100Y4", False),     # 9 工商 has entity types 1-3 only
+    ("Y2110000MA0012345", False),     # Y 其他 is always 1
+    ("36350211M000100Y4", False),     # 3 司法行政: 1-5 and 9
+    ("91200211M000100Y4", False),     # region 20 is no province
+    ("91100000100003962", True),      # national-level registration (region 100000)
+])
+def test_uscc_authority_entity_type_and_region_tables(code, ok):
+    assert v.cn_uscc(make_uscc(code)) is ok
