@@ -61,7 +61,7 @@ class Flow:
 
     __slots__ = ("key", "rkey", "proto", "vlan", "client", "server", "cport", "sport", "start", "last",
                  "touched", "queue", "pkts", "bytes", "state", "fins", "streams", "consumer",
-                 "reason", "source", "user", "alerted")
+                 "reason", "source", "user", "alerted", "_flow_id")
 
     def __init__(self, key: bytes, proto: int, vlan: int, client: bytes, cport: int,
                  server: bytes, sport: int, ts: int, source: int) -> None:
@@ -87,13 +87,19 @@ class Flow:
         self.source = source               # index of the capture file the flow started in
         self.user: object = None           # the pipeline's per-flow state (findings)
         self.alerted = False
+        self._flow_id = -1
 
     @property
     def flow_id(self) -> int:
-        """Stable for the same flow in the same capture, whatever the worker or run."""
-        digest = hashlib.blake2b(b"%d|%d|%d|%d|%d|" % (self.proto, self.vlan, self.cport, self.sport, self.start)
-                                 + self.client + b"|" + self.server, digest_size=8).digest()
-        return int.from_bytes(digest, "big") & _FLOW_ID_MASK
+        """Stable for the same flow in the same capture, whatever the worker or run.
+
+        Computed on first use (events, ordering keys ask several times per flow) from fields
+        that never change once the flow exists."""
+        if self._flow_id < 0:
+            digest = hashlib.blake2b(b"%d|%d|%d|%d|%d|" % (self.proto, self.vlan, self.cport, self.sport, self.start)
+                                     + self.client + b"|" + self.server, digest_size=8).digest()
+            self._flow_id = int.from_bytes(digest, "big") & _FLOW_ID_MASK
+        return self._flow_id
 
 
 ConsumerFactory = Callable[[Flow], StreamConsumer | None]
