@@ -16,6 +16,14 @@ short) raise `UsageError` from `CaptureFile(...)`. Damage found while reading ne
 Iteration stops, `damage` holds one line saying where and why, and every packet before the
 damage has already been yielded. This matches what tshark/capinfos report for damaged files.
 
+Memory: the mapped pages a reader has touched count towards the process's resident set until
+the kernel reclaims them, so a replay of a 300 MB file would show 300 MB more RSS than it
+uses. Every `RELEASE_EVERY` bytes the reader tells the kernel it no longer needs the pages
+more than `RELEASE_LAG` bytes behind it (`madvise(MADV_DONTNEED)`). For a read-only file
+mapping that only drops them from this process: a frame slice still held (a reassembly
+buffer, the last segment kept to check retransmissions) stays valid, and reading it again
+faults the page back in from the page cache.
+
 What it does not do: decode link layers, strip FCS trailers (the FCS bits in the classic pcap
 link-type field are ignored), apply the classic header's `thiszone` (libpcap ignores it too),
 read other compressions (zstd, lz4, xz, bzip2 are recognised only to name them in the error),
@@ -47,6 +55,11 @@ MAX_RECORD = 256 << 20
 _MIN_RECORD_LIMIT = 262144
 # Enough room for a MAX_RECORD packet plus EPB header and options.
 _MAX_BLOCK = MAX_RECORD + (1 << 20)
+
+# Page release behind the reader (see the module docstring). Tests lower these.
+RELEASE_EVERY = 32 << 20
+RELEASE_LAG = 8 << 20
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)     # absent where the OS has no madvise
 
 # Small input pieces: when zlib raises, the output of the failing call is lost, so this bounds
 # how much good data before a corruption goes missing.
@@ -118,7 +131,8 @@ class CaptureFile:
     """One capture file, opened and validated eagerly in __init__."""
 
     __slots__ = ("path", "size", "offset", "damage", "bad_interface", "format", "compressed",
-                 "linktype", "snaplen", "_mm", "_mv", "_order", "_nanos", "_patched", "_gzip_damage")
+                 "linktype", "snaplen", "_mm", "_mv", "_order", "_nanos", "_patched", "_gzip_damage",
+                 "_released")
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -136,6 +150,7 @@ class CaptureFile:
         self._nanos = False
         self._patched = False
         self._gzip_damage: str | None = None
+        self._released = 0              # pages before this offset were given back (MADV_DONTNEED)
 
         fh = self._open()
         try:
@@ -332,11 +347,26 @@ class CaptureFile:
             raise ValueError(f"{self.path}: capture file is closed")
         self.damage = None
         self.bad_interface = 0
+        self._released = 0
         if self.format == "pcapng":
             self.offset = 0
             return self._pcapng_frames()
         self.offset = 24
         return self._pcap_frames()
+
+    def _release(self, off: int) -> int:
+        """Give back the mapped pages more than RELEASE_LAG bytes behind `off`; returns the
+        offset at which to call again."""
+        if _MADV_DONTNEED is None:
+            return self.size
+        end = (off - RELEASE_LAG) & ~(mmap.PAGESIZE - 1)
+        if end > self._released and self._mm is not None:
+            try:
+                self._mm.madvise(_MADV_DONTNEED, self._released, end - self._released)
+            except (OSError, ValueError):     # not supported here: RSS only, never correctness
+                return self.size
+            self._released = end
+        return off + RELEASE_EVERY
 
     def _finish(self, off: int, damage: str | None) -> None:
         self.offset = off
@@ -362,6 +392,7 @@ class CaptureFile:
         lt = self.linktype
         off = 24
         damage: str | None = None
+        release_at = RELEASE_EVERY
         if self._nanos:
             while off <= last:
                 sec, frac, incl = unpack(mm, off)
@@ -376,6 +407,8 @@ class CaptureFile:
                               f"(record claims {incl} bytes, {end - start} present)")
                     break
                 self.offset = off
+                if off >= release_at:
+                    release_at = self._release(off)
                 yield sec * 1_000_000 + frac // 1000, lt, mv[start:off]
         else:
             # An out-of-range microsecond field (>= 10**6) is not damage; the arithmetic still
@@ -393,6 +426,8 @@ class CaptureFile:
                               f"(record claims {incl} bytes, {end - start} present)")
                     break
                 self.offset = off
+                if off >= release_at:
+                    release_at = self._release(off)
                 yield sec * 1_000_000 + frac, lt, mv[start:off]
         if damage is None and off < end:
             damage = f"file ends mid-record at byte {off} (only {end - off} bytes of a {hdrlen}-byte record header)"
@@ -409,7 +444,10 @@ class CaptureFile:
         last_ts = 0          # SPBs carry no timestamp; reuse the latest so time never jumps back to 1970
         off = 0
         damage: str | None = None
+        release_at = RELEASE_EVERY
         while True:
+            if off >= release_at:
+                release_at = self._release(off)
             # Fast path for nearly every block: a well-formed EPB is read with one unpack of its
             # header and fixed fields (about 20% faster than the general path below). Anything
             # else, including a damaged EPB, falls through to be handled and diagnosed there.
