@@ -16,8 +16,9 @@ python-stdnum traps (see tests/classifiers/test_validators.py):
   16 digits and returns a wrong digit. `stdnum.cn.ric.validate` additionally rejects HK/MO/TW
   residence permits and ids of counties created after the birth year, so it is not used.
 - `stdnum.cn.uscc.validate` requires the first 8 characters to be digits and so rejects
-  checksum-valid codes of authorities A, N and Y; only `calc_check_digit` is used, after our
-  own structure check (its `_alphabet.index` raises on I, O, S, V, Z).
+  checksum-valid codes of authorities A, N and Y; the MOD 31-3 check character is computed
+  here (`uscc_check`, the same formula as `stdnum.cn.uscc.calc_check_digit` without its
+  per-call `compact()`), after our own structure check.
 - `stdnum.luhn.is_valid` and `stdnum.iban.is_valid` control their flow with exceptions;
   the Luhn sum is computed here (`luhn_ok`, ~6x faster than `stdnum.luhn.checksum`, and card
   candidates are the most numerous), and IBANs are pre-gated by a regex.
@@ -25,12 +26,12 @@ python-stdnum traps (see tests/classifiers/test_validators.py):
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 
 from stdnum import iban as _iban
 from stdnum.cn import ric as _ric
-from stdnum.cn import uscc as _uscc
 
 # GB/T 2260 province-level codes, plus 71 (Taiwan) and the 81/82/83 prefixes of residence
 # permits for Hong Kong, Macao and Taiwan residents (2018).
@@ -171,6 +172,17 @@ USCC_AUTHORITY_TYPES: frozenset[str] = frozenset(a + t for a, types in USCC_ENTI
 USCC_REGION_PREFIXES: frozenset[str] = CN_PROVINCES | {"10"}
 
 
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_VALUES = {c: i for i, c in enumerate(_USCC_ALPHABET)}
+_USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))      # 1 3 9 27 19 26 16 ... (ISO 7064 MOD 31-3)
+
+
+def uscc_check(body: str) -> str:
+    """The check character of a 17-character USCC body (characters of the USCC alphabet)."""
+    total = sum(map(operator.mul, map(_USCC_VALUES.__getitem__, body), _USCC_WEIGHTS))
+    return _USCC_ALPHABET[-total % 31]
+
+
 def cn_uscc(v: str) -> bool:
     """Unified social credit code, including A/N/Y authorities that stdnum's validate() rejects.
 
@@ -179,7 +191,7 @@ def cn_uscc(v: str) -> bool:
     """
     if _USCC_RE.fullmatch(v) is None or v[:2] not in USCC_AUTHORITY_TYPES or v[2:4] not in USCC_REGION_PREFIXES:
         return False
-    return _uscc.calc_check_digit(v[:17]) == v[17]
+    return uscc_check(v[:17]) == v[17]
 
 
 # -- IBAN -----------------------------------------------------------------------------------

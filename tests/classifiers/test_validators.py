@@ -533,3 +533,10 @@ def test_own_luhn_agrees_with_stdnum():
 ])
 def test_uscc_authority_entity_type_and_region_tables(code, ok):
     assert v.cn_uscc(make_uscc(code)) is ok
+
+
+def test_own_uscc_check_agrees_with_stdnum_and_the_reference():
+    rng = random.Random(13)
+    for _ in range(3000):
+        body = "".join(rng.choice(USCC_ALPHABET) for _ in range(17))
+        assert v.uscc_check(body) == uscc.calc_check_digit(body) == ref_uscc_check(body)
