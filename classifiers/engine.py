@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 WINDOW = 512              # bytes of history kept per stream: longest value plus hotword context
 HOTWORD_REACH = 48        # a hotword must end within this many bytes before the value
+NOT_AFTER_REACH = 48      # bytes before a value that a rule's `not_after` regex looks at
 BINARY_CONTEXT = 16       # bytes either side of a text-only candidate checked for binary data
 _TEXT_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\r\f\v") + b"\x7f"
 _EDGE = b"\n"             # written first in every stream: the left fence of a value at offset 0
@@ -107,6 +109,8 @@ class Engine:
         self._hotwords = [tuple({w.lower().encode(enc) for w in r.hotwords for enc in ("utf-8", "gbk")})
                           for r in self.rules]
         self._anchors = [r.anchor for r in self.rules]
+        self._not_after = [re.compile(b"(?:" + r.not_after + rb")\Z").search if r.not_after else None
+                           for r in self.rules]
         self.database = self._load_or_compile(cache_dir)
         self.rejected: dict[str, int] = {}        # validator rejects by class (for metrics)
 
@@ -259,6 +263,10 @@ class ScanStream:
         if rule.text_only and self._binary_around(base + lo, ends[0]):
             return
         if rule.hotwords and not self._has_hotword(rule_index, lo):
+            return
+        not_after = engine._not_after[rule_index]
+        if not_after is not None and not_after(tail, max(0, lo - NOT_AFTER_REACH), lo):
+            engine.rejected[rule.class_id] = engine.rejected.get(rule.class_id, 0) + 1
             return
         check, normalize = engine._checks[rule_index], engine._normalizers[rule_index]
         size = len(tail)

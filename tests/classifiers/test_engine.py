@@ -262,3 +262,16 @@ def test_values_in_a_long_stream_of_numbers(engine):
     text = noise + f" {RID} {CARD} tel:{MOBILE} ".encode() + noise
     assert classes(found(engine, text)) == sorted([("cn_resident_id", RID), ("payment_card", CARD),
                                                     ("cn_mobile", MOBILE)])
+
+
+def test_card_shaped_run_inside_a_printed_iban_is_not_a_card(engine):
+    # "3334 3456 5813 2758" passes Luhn; printed in groups of four it is part of the IBAN.
+    iban = "PT50 0002 0123 1234 5678 9015 4"
+    inner = "PT59 3334 3456 5813 2758 0070 7"
+    assert make_card("333434565813275") == "3334345658132758"
+    hits = classes(found(engine, f"iban: {inner}\n".encode()))
+    assert ("payment_card", "3334345658132758") not in hits
+    assert classes(found(engine, f"IBAN {iban}; card {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}\n".encode())) \
+        == [("iban", iban.replace(" ", "")), ("payment_card", CARD)]
+    # The same digits after two letters and two digits that do not start a token are a card.
+    assert classes(found(engine, b"refXPT59 3334 3456 5813 2758 end")) == [("payment_card", "3334345658132758")]
