@@ -97,8 +97,8 @@ def test_custom_profile_with_ciio_on(tmp_path: Path):
      "mechanism must be"),
     ('[thresholds]\nrules = [{ count = "sensitive_persons", at_least = 1, mechanism = "none" }]\n',
      "mechanism must be"),
-    ('[thresholds]\nrules = [{ count = "sensitive_persons", at_least = 1, mechanism = "security_assessment", '
-     'typo = 1 }]\n', "unknown key typo"),
+    (('[thresholds]\nrules = [{ count = "sensitive_persons", at_least = 1, mechanism = "security_assessment", '
+      'typo = 1 }]\n'), "unknown key typo"),
     ('[thresholds]\nrule = []\n', "unknown key thresholds.rule"),
     ('[thresholds]\nrules = "all"\n', "must be a list"),
 ])
