@@ -18,9 +18,11 @@ others, and the best run counts: this machine is noisy, so compare ratios. An ap
 exceeds --timeout is killed and reported as a timeout. scapy and pyshark run on the first
 --slice-packets packets only, and their rates say "extrapolated from N packets".
 
-Rules: the built-in personal-data rules, deploy/rules/example-important-data.yaml and a pack of
---terms synthetic UTF-8/GBK keywords (the issue's limit used 2,000), the same for the Hyperscan
-limit, the per-packet peer and egresswatch; `re` uses the same patterns translated.
+Rules: the built-in personal-data rules, the rule packs the truth names (the generator plants
+the classes of deploy/rules/example-important-data.yaml; --rules overrides) and a pack of
+--terms synthetic UTF-8/GBK keywords (the issue's limit used 2,000, which the truth does not
+score), the same for the Hyperscan limit, the per-packet peer and egresswatch; `re` uses the
+same patterns translated.
 """
 
 from __future__ import annotations
@@ -297,7 +299,8 @@ def score(found: dict[FlowKey, Counter[str]], truth: dict[str, Any]) -> dict[str
     """Precision and recall by distinct count per (flow, class), the comparison of
     benchmarks.bench_detection: tp = min(found, expected), fp = the excess, fn = the shortfall;
     anything reported for a flow the truth lists no values for (domestic, inbound, TLS, SSH)
-    is a false positive. Only the truth's personal-data classes are scored."""
+    is a false positive. Only the truth's value classes are scored (built-in and planted
+    rule-pack classes; not the synthetic keywords)."""
     classes = set(truth["value_classes"])
     expected = expected_counts(truth)
     tp: Counter[str] = Counter()
@@ -395,6 +398,13 @@ def _measure(peer: Peer, ctx: Context, row: Row, timeout: float) -> None:
     row.runs.append(seconds)
 
 
+def default_packs(truth: dict[str, Any] | None) -> tuple[str, ...]:
+    """The rule packs the truth's generator planted classes of (paths relative to the project,
+    as bench_detection loads them), else the example pack."""
+    named = truth.get("rule_packs", []) if truth else []
+    return tuple(str(ROOT / pack) for pack in named) or (str(EXAMPLE_PACK),)
+
+
 def run_peers(capture: str, truth: dict[str, Any] | None, names: list[str], *, slice_packets: int = 20_000,
               repeat: int = 3, repeat_under: float = 120.0, timeout: float = 1800.0, terms: int = 2000,
               rule_packs: tuple[str, ...] = (), log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -406,7 +416,7 @@ def run_peers(capture: str, truth: dict[str, Any] | None, names: list[str], *, s
     rows = {name: Row(name, PEER_BY_NAME[name].what) for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         run_dir = Path(tmp)
-        packs = tuple(rule_packs) or (str(EXAMPLE_PACK),)
+        packs = tuple(rule_packs) or default_packs(truth)
         if terms:
             packs += (str(write_terms_pack(run_dir / "synthetic-terms.yaml", terms)),)
         ctx = Context(capture, packs, slice_packets, run_dir, truth)
@@ -581,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS", help="per run (default 1800)")
     parser.add_argument("--terms", type=int, default=2000, help="synthetic keywords added to the rules (default 2000)")
     parser.add_argument("--rules", action="append", default=[], metavar="PACK.yaml",
-                        help="rule packs (default: deploy/rules/example-important-data.yaml)")
+                        help="rule packs (default: those the truth names, else "
+                             "deploy/rules/example-important-data.yaml)")
     parser.add_argument("--json", metavar="OUT", help="record of the run (default: benchmarks/results/peers-<size>M.json)")
     try:
         args = parser.parse_args(argv)

@@ -54,7 +54,7 @@ def plot(record: dict[str, Any], out: Path) -> None:
     right = max([max(r["mbit_s"], r.get("own_mbit_s", 0)) for r in rows] + [limit or 0])
     ax.set_xlim(left=min(r["mbit_s"] for r in rows) / 2, right=right * 30)
     ax.set_ylim(-1.2, len(rows) - 0.4)
-    ax.set_xlabel("Mbit/s of capture, one core (log scale)")
+    ax.set_xlabel("Mbit/s of capture, one core each (egresswatch-2w: two), log scale")
     machine = record.get("machine", {})
     ax.set_title(f"{record['capture']}: {record['capture_bytes'] / 1e6:,.0f} MB, {record['capture_packets']:,} packets "
                  f"({machine.get('cpu_model', '')}, Python {machine.get('python', '')})", fontsize=9)
