@@ -70,7 +70,13 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--geoip-db", metavar="MMDB", action="append",
                         help="MaxMind DB for countries (Country/City) or AS numbers (ASN); repeatable "
                              "(default: the embedded open database; env EGRESSWATCH_GEOIP_DB, comma-separated)")
-    parser.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: CN; env EGRESSWATCH_HOME)")
+    parser.add_argument("--home", metavar="CC,...", help="home jurisdiction country codes (default: the "
+                                                          "profile's, CN for cn; env EGRESSWATCH_HOME)")
+    parser.add_argument("--profile", metavar="NAME", help="jurisdiction profile: cn (default), eea, or a TOML "
+                                                          "file (env EGRESSWATCH_PROFILE)")
+    parser.add_argument("--ciio", action="store_true", default=None,
+                        help="the organisation is a critical information infrastructure operator: every "
+                             "cross-border threshold is zero")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file (env EGRESSWATCH_CONFIG); "
                                                          "see deploy/egresswatch.toml")
     parser.add_argument("--rules", metavar="PACK.yaml", action="append",
@@ -191,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from agent.exporters import open_exporters
-    from agent.pipeline import Pipeline, open_captures
-    from agent.report import Progress, summary_line
+    from agent.pipeline import Pipeline, jurisdiction_for, open_captures
+    from agent.report import Progress, ledger_lines, summary_line
+    from classifiers.classes import SENSITIVITY_PROFILES
     from agent.workers import replay_parallel
 
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
@@ -223,16 +230,23 @@ def _replay(args: argparse.Namespace) -> int:
         _write_metrics_textfile(config, result.stats)
     if not args.quiet:
         print(summary_line(result), file=sys.stderr)
+        for line in ledger_lines(result.stats.ledger, jurisdiction_for(config),
+                                 SENSITIVITY_PROFILES[config.sensitivity_profile]):
+            print(line, file=sys.stderr)
     return 0
 
 
 def _write_metrics_textfile(config: Config, stats: Stats) -> None:
-    from agent.metrics import Snapshot, write_textfile
+    from agent.metrics import Snapshot, latest_transfer_summary, write_textfile
+    from agent.pipeline import jurisdiction_for
+    from classifiers.classes import SENSITIVITY_PROFILES
     from geo.resolver import GeoResolver, geo_databases
 
     resolver = GeoResolver(geo_databases(config.geoip_db))
+    summary = latest_transfer_summary(stats, jurisdiction_for(config), SENSITIVITY_PROFILES[config.sensitivity_profile])
     try:
-        write_textfile(config.metrics_textfile, Snapshot(stats=stats, geoip_builds=dict(resolver.database_builds)))
+        write_textfile(config.metrics_textfile, Snapshot(stats=stats, geoip_builds=dict(resolver.database_builds),
+                                                         transfer_summary=summary))
     finally:
         resolver.close()
 
@@ -240,7 +254,8 @@ def _write_metrics_textfile(config: Config, stats: Stats) -> None:
 def _config_from(args: argparse.Namespace, **extra: object):
     return load(args.config, environment(), {
         "internal": args.internal, "eve": args.eve, "geoip_db": args.geoip_db,
-        "home": args.home, "sensitivity_profile": args.sensitivity_profile,
+        "home": args.home, "sensitivity_profile": args.sensitivity_profile, "profile": args.profile,
+        "ciio": args.ciio,
         "rule_packs": args.rules, "workers": args.workers, "register": args.register,
         "syslog_address": args.syslog, "syslog_transport": args.syslog_transport, "webhook_url": args.webhook,
         **extra,

@@ -59,7 +59,9 @@ class Config:
     internal: tuple[str, ...] = DEFAULT_INTERNAL
     eve: str = "-"
     geoip_db: tuple[str, ...] = ()      # MaxMind DB files (country/city, and ASN); () = the embedded one
-    home: tuple[str, ...] = ("CN",)
+    home: tuple[str, ...] | None = None  # home country codes; None = the profile's (cn: CN)
+    profile: str = "cn"                  # jurisdiction profile: cn, eea, or a TOML file (geo/profiles/)
+    ciio: bool = False                   # critical information infrastructure operator: thresholds zero
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
     sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
     rule_packs: tuple[str, ...] = ()          # YAML important-data rule packs (classifiers.rulepacks)
@@ -82,6 +84,7 @@ _ENV = {
     "EGRESSWATCH_EVE": "eve",
     "EGRESSWATCH_GEOIP_DB": "geoip_db",
     "EGRESSWATCH_HOME": "home",
+    "EGRESSWATCH_PROFILE": "profile",
     "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
     "EGRESSWATCH_RULES": "rule_packs",
     "EGRESSWATCH_WORKERS": "workers",
@@ -198,7 +201,8 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
             if textfile is not None:
                 config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
-                     "workers", "metrics_textfile", "register", "alert_covered", "passive_dns_addresses"):
+                     "workers", "metrics_textfile", "register", "alert_covered", "passive_dns_addresses",
+                     "profile", "ciio"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -257,6 +261,16 @@ def _set(config: Config, name: str, value: Any) -> Config:
         if not isinstance(value, str):
             raise UsageError("register must be a path to a YAML destination register")
         return replace(config, register=value)
+    if name == "profile":
+        if not isinstance(value, str) or not value:
+            raise UsageError("profile must be cn, eea or a profile TOML file")
+        from geo.jurisdiction import load_profile
+        load_profile(value)                       # a bad profile is a usage error now, not later
+        return replace(config, profile=value)
+    if name == "ciio":
+        if not isinstance(value, bool):
+            raise UsageError(f"ciio must be true or false; got {value!r}")
+        return replace(config, ciio=value)
     if name == "alert_covered":
         if not isinstance(value, bool):
             raise UsageError(f"alert_covered must be true or false; got {value!r}")

@@ -34,7 +34,7 @@ from agent import privileges
 from agent.capture.afpacket import AfPacketRing, KernelStats
 from agent.config import Config
 from agent.errors import UsageError
-from agent.metrics import CaptureCounters, SinkCounters, Snapshot
+from agent.metrics import CaptureCounters, SinkCounters, Snapshot, latest_transfer_summary
 from agent.pipeline import Exporter, Pipeline
 from agent.stats import Stats
 
@@ -149,7 +149,9 @@ class Supervisor:
         # Built now, while every rule, database and module file is still readable: the workers
         # run after privileges are dropped and only use what is already loaded.
         self.batches = [_Batch() for _ in self.rings]
-        self.pipelines = [Pipeline(config, [batch], Stats(), strict=strict) for batch in self.batches]
+        digest_key = os.urandom(16)             # shared: the workers' value digests and ledgers merge
+        self.pipelines = [Pipeline(config, [batch], Stats(), strict=strict, digest_key=digest_key)
+                          for batch in self.batches]
         for pipeline in self.pipelines:
             pipeline.source_names.append(None)
         self.latest: dict[int, WorkerSnapshot] = {}
@@ -168,6 +170,8 @@ class Supervisor:
             total.flows_active += worker.flows_active
             total.reasm_memuse += worker.reasm_memuse
             total.geoip_builds.update(worker.geoip_builds)
+        pipeline = self.pipelines[0]
+        total.transfer_summary = latest_transfer_summary(total.stats, pipeline.jurisdiction, pipeline.sensitivity)
         total.sinks = [stats for exporter in self.exporters if (stats := _sink_counters(exporter)) is not None]
         return total
 

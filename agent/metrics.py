@@ -19,6 +19,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -39,6 +40,7 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.errors import UsageError
 from agent.stats import SCAN_BUCKETS, Stats
+from geo.jurisdiction import MECHANISMS
 
 
 @dataclass(slots=True)
@@ -74,6 +76,7 @@ class Snapshot:
     reasm_memuse: int = 0
     sinks: list[SinkCounters] = field(default_factory=list)
     geoip_builds: dict[str, int] = field(default_factory=dict)   # embedded|country|asn -> epoch
+    transfer_summary: dict[str, Any] | None = None   # TransferLedger.summary() of the latest year
 
 
 class AgentCollector(Collector):
@@ -157,6 +160,20 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         suppressed.add_metric([sink.name], sink.suppressed)
         retries.add_metric([sink.name], sink.retries)
     yield from (depth, spool, sent, dropped, suppressed, retries)
+    if snap.transfer_summary is not None:
+        summary = snap.transfer_summary
+        persons = GaugeMetricFamily("egresswatch_transfer_persons_estimate",
+                                    "Estimated persons whose personal information crossed the border this "
+                                    "counting year (since the agent started), by kind.", labels=["kind"])
+        persons.add_metric(["personal"], summary["nonsensitive_persons"])
+        persons.add_metric(["sensitive"], summary["sensitive_persons"])
+        yield persons
+        required = GaugeMetricFamily("egresswatch_transfer_required_mechanism",
+                                     "1 for the transfer mechanism this year's volume calls for under the "
+                                     "jurisdiction profile's thresholds, 0 for the others.", labels=["mechanism"])
+        for mechanism in MECHANISMS:
+            required.add_metric([mechanism], 1 if summary["required_mechanism"] == mechanism else 0)
+        yield required
     buckets = []
     running = 0
     for bound, count in zip((*SCAN_BUCKETS, float("inf")), stats.scan_buckets):
@@ -190,6 +207,11 @@ def registry_for(snapshot: Callable[[], Snapshot], *, process: bool = True) -> C
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
     return registry
+
+
+def latest_transfer_summary(stats: Stats, profile: Any, sensitivity: dict[str, bool]) -> dict[str, Any] | None:
+    years = stats.ledger.years()
+    return stats.ledger.summary(years[-1], profile, sensitivity) if years else None
 
 
 def write_textfile(path: str, snapshot: Snapshot) -> None:

@@ -34,7 +34,8 @@ from classifiers.classes import RULES, SENSITIVITY_PROFILES
 from classifiers.engine import Engine, ScanStream
 from classifiers.findings import SEVERITY_HIGH, Findings, FindingsBudget
 from classifiers.rulepacks import load_packs
-from geo.jurisdiction import load_profile
+from geo.jurisdiction import Jurisdiction, load_profile
+from geo.ledger import counting_year
 from geo.networks import InternalNetworks
 from geo.passive_dns import PassiveDns
 from geo.registers import Register, Transfer, load_register
@@ -66,6 +67,14 @@ def shard_of(pkt: Packet, count: int) -> int:
     if a > b:
         a, b = b, a
     return zlib.crc32(b"%d|" % pkt.vlan + a + b) % count
+
+
+def jurisdiction_for(config: Config) -> Jurisdiction:
+    """The configured profile, its home set replaced by --home (label e.g. "CN,HK"), CIIO applied."""
+    profile = load_profile(config.profile)
+    if config.home is not None and frozenset(config.home) != profile.home:
+        profile = profile.with_home(config.home)
+    return profile.with_ciio(config.ciio) if config.ciio else profile
 
 
 class _TimedScan:
@@ -120,7 +129,8 @@ class Pipeline:
     """One single-threaded instance of every stage, fed frame by frame."""
 
     def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats, *,
-                 fast_path: bool = True, strict: bool = False, shard: Shard | None = None) -> None:
+                 fast_path: bool = True, strict: bool = False, shard: Shard | None = None,
+                 digest_key: bytes | None = None) -> None:
         self.config = config
         self.shard = shard               # replay worker: only this share of the flows (agent.workers)
         self.strict = strict             # re-raise internal errors (tests) instead of counting them
@@ -139,9 +149,7 @@ class Pipeline:
         self.internal = InternalNetworks(config.internal)
         self.flows = FlowTable(config.flows, stats.anomalies, self._session_for)
         self.geo = GeoResolver(geo_databases(config.geoip_db), anomalies)
-        profile = load_profile("cn")
-        # --home replaces the profile's home set (label becomes e.g. "CN,HK").
-        self.jurisdiction = profile if frozenset(config.home) == profile.home else profile.with_home(config.home)
+        self.jurisdiction = jurisdiction_for(config)
         pack_rules, self.pack_classes = load_packs(config.rule_packs)
         self.engine = Engine(RULES + tuple(pack_rules))
         self.finding_limits = config.findings
@@ -152,7 +160,9 @@ class Pipeline:
         # Hostnames for register lookups when a flow carries none (no SNI): what DNS answered.
         self.passive_dns = PassiveDns(config.passive_dns_addresses, stats.anomalies) \
             if config.passive_dns_addresses else None
-        self.digest_key = os.urandom(16)      # distinct counting only; never leaves the process
+        # Keys the digests of values (distinct counting, the year's ledger); never leaves the
+        # process. Workers of one run share it, so their counts merge.
+        self.digest_key = digest_key or os.urandom(16)
         self.source_names: list[str | None] = []   # capture file per source; None when live
         self.frame_no = 0                     # frames read so far (counted by replay workers only)
         self.frames_read = self.bytes_read = 0
@@ -460,6 +470,8 @@ class Pipeline:
         stats.egress_bytes[jurisdiction, direction] += flow.bytes[TOSERVER if direction == "egress" else TOCLIENT]
         for class_id in findings.by_class:
             stats.classified[class_id, jurisdiction] += findings.count(class_id)
+        if findings and crossing is not False:
+            stats.ledger.record(counting_year(flow.start, self.jurisdiction.counting_timezone), findings)
         if findings:
             stats.flows_by_severity[SEVERITY_NAMES[findings.severity()]] += 1
         findings.release()                         # its digests leave the process-wide budget

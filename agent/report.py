@@ -7,6 +7,8 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.pipeline import ReplayResult
+    from geo.jurisdiction import Jurisdiction
+    from geo.ledger import TransferLedger
 
 
 class Progress:
@@ -46,3 +48,17 @@ def summary_line(result: ReplayResult) -> str:
             f"({stats.bytes * 8 / 1e6 / seconds:,.1f} Mbit/s, {stats.packets / seconds:,.0f} packets/s); "
             f"{stats.flows:,} flows, {stats.flow_events:,} flow events; "
             f"{anomalies:,} anomalies" + (f" ({top})" if top else ""))
+
+
+def ledger_lines(ledger: TransferLedger, profile: Jurisdiction, sensitivity: dict[str, bool]) -> list[str]:
+    """One line per counting year with cross-border personal or important data: estimated
+    persons and the mechanism the profile's thresholds call for (from this input alone)."""
+    lines = []
+    for year in ledger.years():
+        summary = ledger.summary(year, profile, sensitivity)
+        important = "yes" if summary["important_data"] else "no"
+        lines.append(f"egresswatch: {year} cross-border in this input ({profile.name}"
+                     f"{', CIIO' if profile.ciio else ''}): ~{summary['nonsensitive_persons']:,} persons' "
+                     f"personal information, ~{summary['sensitive_persons']:,} persons' sensitive personal "
+                     f"information, important data: {important} -> {summary['required_mechanism']}")
+    return lines

@@ -13,6 +13,8 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
+from geo.ledger import TransferLedger
+
 SEVERITY_NAMES = {1: "high", 2: "medium", 3: "low"}   # EVE alert severity -> metric label
 
 # Upper bounds (seconds) of the scan duration histogram buckets; +Inf is implied.
@@ -36,6 +38,7 @@ class Stats:
     alerts_by: Counter[tuple[str, str]] = field(default_factory=Counter)      # (class, severity)
     flows_by_severity: Counter[str] = field(default_factory=Counter)          # classified flows, final severity
     transfers: Counter[str] = field(default_factory=Counter)                  # register status
+    ledger: TransferLedger = field(default_factory=TransferLedger)            # the year's cross-border volume
     # Timings: not part of equality (two runs of the same input count the same, not time the same).
     scan_buckets: list[int] = field(default_factory=lambda: [0] * (len(SCAN_BUCKETS) + 1), compare=False)
     scan_seconds: float = field(default=0.0, compare=False)
@@ -60,5 +63,6 @@ class Stats:
         self.alerts_by.update(other.alerts_by)
         self.flows_by_severity.update(other.flows_by_severity)
         self.transfers.update(other.transfers)
+        self.ledger.merge(other.ledger)
         self.scan_buckets = [a + b for a, b in zip(self.scan_buckets, other.scan_buckets)]
         self.scan_seconds += other.scan_seconds

@@ -59,10 +59,11 @@ def _spilled(path: str) -> Iterator[tuple[list[int], dict[str, Any]]]:
 
 
 def _worker(index: int, count: int, config: Config, paths: Sequence[str], spill: str, strict: bool,
-            progress: ProgressFn | None, conn: Connection) -> None:
+            progress: ProgressFn | None, digest_key: bytes, conn: Connection) -> None:
     try:
         writer = SpillWriter(spill)
-        pipeline = Pipeline(config, [writer], Stats(), strict=strict, shard=Shard(index, count))
+        pipeline = Pipeline(config, [writer], Stats(), strict=strict, shard=Shard(index, count),
+                            digest_key=digest_key)
         result = pipeline.replay(open_captures(paths), progress)
         writer.close()
         conn.send(("ok", result))
@@ -77,8 +78,10 @@ def _worker(index: int, count: int, config: Config, paths: Sequence[str], spill:
 
 
 def replay_parallel(config: Config, paths: Sequence[str], workers: int, exporters: Sequence[Exporter], *,
-                    strict: bool = False, progress: ProgressFn | None = None) -> ReplayResult:
+                    strict: bool = False, progress: ProgressFn | None = None,
+                    digest_key: bytes | None = None) -> ReplayResult:
     """Replay `paths` with `workers` processes; events reach `exporters` in one-worker order."""
+    digest_key = digest_key or os.urandom(16)       # one for all workers: their value digests merge
     context = multiprocessing.get_context("fork")   # children inherit the compiled rules and config
     spill_dir = tempfile.mkdtemp(prefix="egresswatch-workers-")
     started = time.perf_counter()
@@ -90,7 +93,8 @@ def replay_parallel(config: Config, paths: Sequence[str], workers: int, exporter
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker, name=f"egresswatch-worker-{index}",
-                args=(index, workers, config, paths, spill, strict, progress if index == 0 else None, sender))
+                args=(index, workers, config, paths, spill, strict, progress if index == 0 else None, digest_key,
+                      sender))
             process.start()
             sender.close()
             processes.append(process)

@@ -50,9 +50,6 @@ _GRADE_SEVERITY = {"core": SEVERITY_HIGH, "important": SEVERITY_MEDIUM, "general
 DIGEST_BYTES = 160                     # one 16-byte digest in a set (object + table slots), upper bound
 SKETCH_REGISTERS = 256                 # HyperLogLog registers per overflowing class (power of two)
 SKETCH_BYTES = sys.getsizeof(bytearray(SKETCH_REGISTERS))
-_SKETCH_INDEX_BITS = SKETCH_REGISTERS.bit_length() - 1
-_SKETCH_RANK_BITS = 64 - _SKETCH_INDEX_BITS
-_HLL_ALPHA = 0.7213 / (1 + 1.079 / SKETCH_REGISTERS)
 DEFAULT_MEMORY_BUDGET = 64 << 20
 
 
@@ -97,29 +94,38 @@ class FindingsBudget:
 PROCESS_BUDGET = FindingsBudget()
 
 
-class _Sketch:
-    """HyperLogLog over the keyed digests of values that could not be remembered."""
+class DistinctSketch:
+    """HyperLogLog over keyed digests (uniform bytes): an estimate of distinct values in fixed
+    memory, mergeable by taking register maxima (across flows, workers and runs)."""
 
-    __slots__ = ("registers",)
+    __slots__ = ("registers", "_index_bits", "_alpha")
 
-    def __init__(self) -> None:
-        self.registers = bytearray(SKETCH_REGISTERS)
+    def __init__(self, registers: int | bytearray = SKETCH_REGISTERS) -> None:
+        self.registers = bytearray(registers) if isinstance(registers, int) else registers
+        m = len(self.registers)
+        if m < 16 or m & (m - 1):
+            raise ValueError("a sketch needs a power of two of at least 16 registers")
+        self._index_bits = m.bit_length() - 1
+        self._alpha = 0.7213 / (1 + 1.079 / m)
 
     def add(self, digest: bytes) -> None:
         x = int.from_bytes(digest[:8], "little")
-        index = x & (SKETCH_REGISTERS - 1)
-        rest = x >> _SKETCH_INDEX_BITS
-        rank = _SKETCH_RANK_BITS - rest.bit_length() + 1     # position of the first 1 bit
+        index = x & (len(self.registers) - 1)
+        rest = x >> self._index_bits
+        rank = 64 - self._index_bits - rest.bit_length() + 1     # position of the first 1 bit
         if rank > self.registers[index]:
             self.registers[index] = rank
 
+    def merge(self, other: DistinctSketch) -> None:
+        self.registers = bytearray(map(max, self.registers, other.registers))
+
     def estimate(self) -> int:
         registers = self.registers
-        m = SKETCH_REGISTERS
+        m = len(registers)
         zeros = registers.count(0)
         if zeros == m:
             return 0
-        raw = _HLL_ALPHA * m * m / sum(2.0 ** -r for r in registers)
+        raw = self._alpha * m * m / sum(2.0 ** -r for r in registers)
         if raw <= 2.5 * m and zeros:
             return round(m * math.log(m / zeros))            # linear counting: small cardinalities
         return round(raw)
@@ -131,7 +137,7 @@ class ClassFinding:
     samples: list[str] = field(default_factory=list)
     low_confidence: int = 0
     capped: bool = False                  # some distinct values were not remembered
-    sketch: _Sketch | None = None         # estimates those values once `capped`
+    sketch: DistinctSketch | None = None         # estimates those values once `capped`
 
     def count(self) -> int:
         """Best figure for distinct values: exact when not capped, exact + estimate beyond."""
@@ -182,7 +188,7 @@ class Findings:
         """A new distinct value that cannot be remembered: estimate it (see the module docstring)."""
         sketch = finding.sketch
         if sketch is None:
-            sketch = finding.sketch = _Sketch()
+            sketch = finding.sketch = DistinctSketch()
             finding.capped = True
             self.budget.charge(SKETCH_BYTES)
             self.held += SKETCH_BYTES

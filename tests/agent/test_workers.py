@@ -29,15 +29,18 @@ class Collect:
         pass
 
 
+KEY = b"k" * 16      # the same value digests in every run, so the year's ledgers compare equal
+
+
 def _one(paths: list[str]) -> tuple[list[str], Stats]:
     sink, stats = Collect(), Stats()
-    Pipeline(Config(), [sink], stats, strict=True).replay(open_captures(paths))
+    Pipeline(Config(), [sink], stats, strict=True, digest_key=KEY).replay(open_captures(paths))
     return sink.events, stats
 
 
 def _many(paths: list[str], workers: int) -> tuple[list[str], Stats]:
     sink = Collect()
-    result = replay_parallel(Config(), paths, workers, [sink], strict=True)
+    result = replay_parallel(Config(), paths, workers, [sink], strict=True, digest_key=KEY)
     return sink.events, result.stats
 
 
