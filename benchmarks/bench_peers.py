@@ -465,7 +465,7 @@ def _record(capture: str, packets: int, nbytes: int, rows: list[Row], scored: bo
                 "seconds": best, "runs": row.runs, "timed": row.result.get("timed", "process wall clock"),
                 "packets": done_packets, "bytes": done_bytes,
                 "mbit_s": done_bytes * 8 / 1e6 / best, "packets_s": done_packets / best,
-                "peak_rss_mb": row.peak_rss_kb / 1024, "hits": row.hits,
+                "peak_rss_mb": row.peak_rss_kb / 1024 or None, "hits": row.hits,
                 "note": row.result.get("note", ""),
             })
             if sliced:
@@ -536,8 +536,9 @@ def table(record: dict[str, Any]) -> str:
             note = f"replay loop alone (its summary line): {own}" + (f"; {note}" if note else "")
         if len(row["runs"]) > 1:
             note = f"best of {len(row['runs'])}" + (f"; {note}" if note else "")
+        rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
         lines.append(f"| {row['approach']} | {row['mbit_s']:,.1f} | {row['packets_s']:,.0f} | {ratio} | "
-                     f"{row['peak_rss_mb']:,.0f} | {recall} | {precision} | {hits} | {row['timed']} | {note} |")
+                     f"{rss} | {recall} | {precision} | {hits} | {row['timed']} | {note} |")
     return "\n".join(lines)
 
 

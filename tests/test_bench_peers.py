@@ -53,7 +53,9 @@ def test_each_peer_runs_and_its_row_has_the_fields(record, capture, name):
     assert row["seconds"] > 0 and row["runs"] == [row["seconds"]]
     assert row["mbit_s"] == pytest.approx(row["bytes"] * 8 / 1e6 / row["seconds"])
     assert row["packets_s"] == pytest.approx(row["packets"] / row["seconds"])
-    assert row["x_limit"] > 0 and row["peak_rss_mb"] > 0 and row["timed"]
+    assert row["x_limit"] > 0 and row["timed"]
+    # None only when the process ended before the first /proc sample (a fast tool on a tiny capture).
+    assert row["peak_rss_mb"] is None or row["peak_rss_mb"] > 0
     if PEER_BY_NAME[name].sliced:
         assert row["packets"] == SLICE and row["note"].startswith(f"extrapolated from {SLICE} packets")
     else:
