@@ -14,6 +14,7 @@ anomalies by the frame's owner), so the merged Stats equal those of one worker.
 from __future__ import annotations
 
 import heapq
+import json
 import multiprocessing
 import os
 import shutil
@@ -27,6 +28,7 @@ import msgpack
 
 from agent.config import Config
 from agent.errors import RunError, UsageError
+from agent.events import dumps
 from agent.pipeline import (
     Exporter,
     Pipeline,
@@ -46,13 +48,14 @@ class SpillWriter:
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     def emit_keyed(self, key: tuple[int, ...], event: dict[str, Any]) -> None:
-        self._out.write(self._pack((key, event)))
+        # Encoded here, in parallel, so that the parent's merge only copies lines.
+        self._out.write(self._pack((key, dumps(event))))
 
     def close(self) -> None:
         self._out.close()
 
 
-def _spilled(path: str) -> Iterator[tuple[list[int], dict[str, Any]]]:
+def _spilled(path: str) -> Iterator[tuple[list[int], str]]:
     with open(path, "rb") as fh:
         for key, event in msgpack.Unpacker(fh, raw=False, use_list=True, strict_map_key=False):
             yield key, event
@@ -107,9 +110,13 @@ def replay_parallel(config: Config, paths: Sequence[str], workers: int, exporter
             merged.stats.merge(result.stats)
         merged.damaged = results[0].damaged
         spills = [_spilled(os.path.join(spill_dir, f"worker-{index}.msgpack")) for index in range(workers)]
-        for _key, event in heapq.merge(*spills, key=lambda record: record[0]):
+        for _key, line in heapq.merge(*spills, key=lambda record: record[0]):
             for exporter in exporters:
-                exporter.emit(event)
+                emit_line = getattr(exporter, "emit_line", None)
+                if emit_line is not None:
+                    emit_line(line)
+                else:
+                    exporter.emit(json.loads(line))
         merged.seconds = time.perf_counter() - started
         return merged
     finally:

@@ -48,10 +48,14 @@ class EveWriter:
         self._out = fresh
 
     def emit(self, event: dict[str, Any]) -> None:
+        self.emit_line(dumps(event))
+
+    def emit_line(self, line: str) -> None:
+        """An event already encoded by `agent.events.dumps` (replay workers encode in parallel)."""
         if self._broken:
             return
         try:
-            self._out.write(dumps(event) + "\n")
+            self._out.write(line + "\n")
             self.written += 1
         except BrokenPipeError:
             self._broken = True
