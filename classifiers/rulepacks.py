@@ -128,12 +128,30 @@ def _rules_for(entry: dict[str, Any], base: Path, where: str) -> list[tuple[Rule
             encoded -= {t.encode("utf-8") for t in terms}     # pure-ASCII terms: once is enough
         if not encoded:
             continue
-        # One alternation of escaped literals: Hyperscan builds a literal matcher (Teddy/FDR) for it.
-        pattern = b"(?:" + b"|".join(_escape(t) for t in sorted(encoded)) + b")"
+        # Alternations of escaped literals: Hyperscan builds a literal matcher (Teddy/FDR) for them.
+        # Hyperscan refuses a pattern longer than 16,000 characters, so a big dictionary becomes
+        # several rules of the same class, each under _MAX_PATTERN bytes.
         boundary = ALNUM if all(t.isascii() for t in terms) else frozenset()
-        rules.append((Rule(class_id, pattern, "any", boundary=boundary, caseless=caseless,
-                           encoding=encoding), pack_class))
+        for group in _groups([_escape(t) for t in sorted(encoded)]):
+            pattern = b"(?:" + b"|".join(group) + b")"
+            rules.append((Rule(class_id, pattern, "any", boundary=boundary, caseless=caseless,
+                               encoding=encoding), pack_class))
     return rules
+
+
+_MAX_PATTERN = 15_000
+
+
+def _groups(escaped: list[bytes]) -> list[list[bytes]]:
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for term in escaped:
+        if groups[-1] and size + len(term) + 1 > _MAX_PATTERN:
+            groups.append([])
+            size = 0
+        groups[-1].append(term)
+        size += len(term) + 1
+    return groups
 
 
 def _terms(entry: dict[str, Any], base: Path, where: str) -> list[str]:

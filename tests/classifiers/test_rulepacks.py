@@ -82,3 +82,22 @@ def test_bad_packs_are_usage_errors(tmp_path: Path, text: str, message: str):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("?", r"\?")):
         rules, _ = load_packs([str(pack)])
         Engine(RULES + tuple(rules))
+
+
+def test_a_dictionary_of_thousands_of_chinese_terms_compiles_and_matches(tmp_path: Path):
+    # Hyperscan refuses one pattern over 16,000 characters; 2,000 four-character Chinese terms are
+    # ~50,000 escaped bytes in UTF-8, so the pack must split them into several rules of one class.
+    import random
+    rng = random.Random(3)
+    terms = sorted({"".join(chr(rng.randint(0x4E00, 0x9FA5)) for _ in range(4)) for _ in range(2000)})
+    (tmp_path / "terms.txt").write_text("\n".join(terms), encoding="utf-8")
+    (tmp_path / "pack.yaml").write_text("name: big\nversion: 1\nrules:\n  - id: big_dictionary\n    kind: terms\n"
+                                        "    grade: important\n    terms_file: terms.txt\n", encoding="utf-8")
+    rules, packs = load_packs([str(tmp_path / "pack.yaml")])
+    assert len(rules) > 2 and all(len(rule.pattern) < 16_000 for rule in rules)
+    engine = Engine(RULES + tuple(rules))
+    for encoding in ("utf-8", "gbk"):
+        text = "前言" + "，".join(terms[::100]) + "。"
+        found = scan(engine, packs, text.encode(encoding, errors="ignore"))
+        spellable = [t for t in terms[::100] if t.encode(encoding, errors="ignore").decode(encoding) == t]
+        assert found.count("big_dictionary") == len(spellable) > 15, encoding
