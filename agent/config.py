@@ -177,20 +177,17 @@ def load(path: str | None, env: Mapping[str, str], overrides: Mapping[str, Any])
     return config
 
 
+# TOML tables: numeric limits (durations in seconds) and typed option sets, by Config field.
+_LIMIT_SECTIONS: dict[str, type] = {"flows": FlowLimits, "defrag": DefragLimits, "findings": FindingLimits}
+_OPTION_SECTIONS: dict[str, type] = {"capture": CaptureOptions, "syslog": SyslogOptions, "webhook": WebhookOptions}
+
+
 def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
     for key, value in data.items():
-        if key == "flows":
-            config = replace(config, flows=_limits_from(_table(value, key, path), FlowLimits, key))
-        elif key == "defrag":
-            config = replace(config, defrag=_limits_from(_table(value, key, path), DefragLimits, key))
-        elif key == "findings":
-            config = replace(config, findings=_limits_from(_table(value, key, path), FindingLimits, key))
-        elif key == "capture":
-            config = replace(config, capture=_options_from(_table(value, key, path), CaptureOptions, key))
-        elif key == "syslog":
-            config = replace(config, syslog=_options_from(_table(value, key, path), SyslogOptions, key))
-        elif key == "webhook":
-            config = replace(config, webhook=_options_from(_table(value, key, path), WebhookOptions, key))
+        if key in _LIMIT_SECTIONS:
+            config = replace(config, **{key: _limits_from(_table(value, key, path), _LIMIT_SECTIONS[key], key)})
+        elif key in _OPTION_SECTIONS:
+            config = replace(config, **{key: _options_from(_table(value, key, path), _OPTION_SECTIONS[key], key)})
         elif key == "metrics":
             section = dict(_table(value, key, path))
             listen = section.pop("listen", None)
