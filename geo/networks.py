@@ -14,6 +14,7 @@ from agent.errors import UsageError
 
 DEFAULT_INTERNAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
                     "169.254.0.0/16", "fc00::/7", "fe80::/10")
+_MAX_KNOWN = 65_536
 
 
 def parse_cidrs(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -44,13 +45,25 @@ class InternalNetworks:
             table.setdefault(net.prefixlen, set()).add(int(net.network_address))
         self._v4_masks = [(((1 << 32) - 1) ^ ((1 << (32 - p)) - 1), nets) for p, nets in sorted(self._v4.items())]
         self._v6_masks = [(((1 << 128) - 1) ^ ((1 << (128 - p)) - 1), nets) for p, nets in sorted(self._v6.items())]
+        # Answers by address: every flow asks about both its ends several times, and a network's
+        # hosts and its destinations repeat. Bounded: emptied when full (hostile address sweeps).
+        self._known: dict[bytes, bool] = {}
 
     def __contains__(self, packed: bytes) -> bool:
+        known = self._known.get(packed)
+        if known is None:
+            known = self._lookup(packed)
+            if len(self._known) >= _MAX_KNOWN:
+                self._known.clear()
+            self._known[packed] = known
+        return known
+
+    def _lookup(self, packed: bytes) -> bool:
         value = int.from_bytes(packed, "big")
         masks = self._v4_masks if len(packed) == 4 else self._v6_masks
         for mask, nets in masks:
             if value & mask in nets:
                 return True
         if len(packed) == 16 and packed[:12] == b"\0" * 10 + b"\xff\xff":
-            return packed[12:] in self       # IPv4-mapped IPv6
+            return self._lookup(packed[12:])     # IPv4-mapped IPv6
         return False

@@ -188,6 +188,11 @@ class PassiveDns:
             self._record(parsed[0], parsed[1], ts_us)
 
     def _record(self, addresses: list[tuple[str, bytes, int]], cnames: dict[str, str], ts_us: int) -> None:
+        if not cnames:                   # most answers: no chain to follow
+            for owner, address, ttl in addresses:
+                self._add(address, [owner], ts_us + min(max(ttl * _US, self.ttl_floor_us), self.ttl_cap_us))
+            self.responses += 1
+            return
         # Reverse CNAME edges (target -> owners) lead from an address record's owner back to
         # the name the client asked for.
         owners: dict[str, list[str]] = {}

@@ -184,6 +184,11 @@ class Register:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def matches_names(self) -> bool:
+        """Whether any entry names hosts: otherwise hostnames (SNI, passive DNS) change no answer."""
+        return bool(self._exact or self._wild)
+
     def lookup(self, ip: bytes, hostnames: Sequence[str], at_us: int) -> Transfer:
         """The transfer status for a destination address (packed, 4 or 16 bytes) known by
         these hostnames (SNI, HTTP Host, passive DNS; most reliable first) at packet time."""

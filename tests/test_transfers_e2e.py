@@ -152,3 +152,30 @@ def test_alerts_reach_a_webhook_given_on_the_command_line(tmp_path: Path):
     alerts = [e for e in events if e["event_type"] == "alert"]
     assert len(alerts) == 4
     assert sorted(json.dumps(a, sort_keys=True) for a in received) == sorted(json.dumps(a, sort_keys=True) for a in alerts)
+
+
+def test_dns_answers_are_parsed_only_when_a_register_matches_host_names(tmp_path: Path):
+    """Passive DNS feeds register lookups by name and nothing else: without a register that names
+    hosts (none at all, or CIDR entries only) no DNS answer is parsed; with one, the answer of
+    the capture is remembered for its address."""
+    from scapy.utils import wrpcap
+
+    from agent.config import load
+    from agent.pipeline import Pipeline, open_captures
+    from agent.stats import Stats
+
+    pcap = tmp_path / "in.pcap"
+    wrpcap(str(pcap), _capture())
+    cidrs_only = tmp_path / "cidrs.yaml"
+    cidrs_only.write_text(REGISTER.split("  - name: partner-by-name")[0])
+    by_name = tmp_path / "register.yaml"
+    by_name.write_text(REGISTER)
+    remembered = {}
+    for label, options in (("none", {}), ("cidrs", {"register": str(cidrs_only)}),
+                           ("hosts", {"register": str(by_name)})):
+        pipeline = Pipeline(load(None, {}, options), [], Stats())
+        pipeline.replay(open_captures([str(pcap)]))
+        assert pipeline.passive_dns is not None
+        remembered[label] = (pipeline.passive_dns.responses,
+                             pipeline.passive_dns.names(bytes(map(int, BY_NAME.split("."))), int(T0 * 1e6)))
+    assert remembered == {"none": (0, ()), "cidrs": (0, ()), "hosts": (1, ("files.partner.example",))}

@@ -24,6 +24,7 @@ input never raises: it is simply not recognized.
 
 from __future__ import annotations
 
+import struct
 from typing import Literal
 
 APP_PROTOS = ("http", "tls", "ssh", "smtp", "ftp", "ftp-data", "dns")   # values used in events as app_proto
@@ -67,6 +68,7 @@ _DNS_MIN_QUESTION = 5                          # root name + type + class
 _DNS_MIN_RR = 11                               # root name + type + class + ttl + rdlength
 _DNS_MAX_NAME = 255
 _DNS_STRICT_MAX_QD = 4                         # multi-question messages exist in theory only
+_DNS_COUNTS = struct.Struct("!HHHH").unpack_from  # qdcount, ancount, nscount, arcount
 _UDP_PREFIX_CUT = 512                          # callers may hand us only this much of a datagram
 
 # Per-direction verdicts. `_MAYBE` = this direction's bytes are a prefix of something we know.
@@ -342,7 +344,7 @@ def _dns_tcp(data: bytes, *, response: bool, lenient: bool) -> str | None | Lite
             return _NO
     if len(data) < 14:
         return _MAYBE
-    qd, an, ns, ar = (int.from_bytes(data[i:i + 2], "big") for i in (6, 8, 10, 12))
+    qd, an, ns, ar = _DNS_COUNTS(data, 6)
     if qd != 1 or _DNS_MIN_QUESTION + (an + ns + ar) * _DNS_MIN_RR > limit - 14:
         return _NO
     end = _dns_question(data, 14, min(limit, len(data)), strict=not lenient)
@@ -367,7 +369,7 @@ def _dns_flags_ok(hi: int, lo: int | None, *, strict: bool, query: bool | None) 
 def _dns_udp_plausible(payload: bytes) -> bool:
     if len(payload) < 12 or not _dns_flags_ok(payload[2], payload[3], strict=False, query=None):
         return False
-    qd, an, ns, ar = (int.from_bytes(payload[i:i + 2], "big") for i in (4, 6, 8, 10))
+    qd, an, ns, ar = _DNS_COUNTS(payload, 4)
     if len(payload) < _UDP_PREFIX_CUT and qd * _DNS_MIN_QUESTION + (an + ns + ar) * _DNS_MIN_RR > len(payload) - 12:
         return False
     if qd == 0:
@@ -383,7 +385,7 @@ def _dns_udp_strict(payload: bytes) -> bool:
     query = not payload[2] & 0x80
     if not _dns_flags_ok(payload[2], payload[3], strict=True, query=query):
         return False
-    qd, an, ns, ar = (int.from_bytes(payload[i:i + 2], "big") for i in (4, 6, 8, 10))
+    qd, an, ns, ar = _DNS_COUNTS(payload, 4)
     if not 1 <= qd <= _DNS_STRICT_MAX_QD:
         return False
     end = _dns_question(payload, 12, len(payload), strict=True)
