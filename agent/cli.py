@@ -82,6 +82,10 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
                                                          "see deploy/egresswatch.toml")
     parser.add_argument("--rules", metavar="PACK.yaml", action="append",
                         help="important-data rule pack (repeatable; env EGRESSWATCH_RULES, comma-separated)")
+    parser.add_argument("--rule-cache", metavar="DIR",
+                        help="keep compiled rule databases here, so that a start with the same rules skips "
+                             "compiling them: auto (default: $XDG_CACHE_HOME/egresswatch or "
+                             "~/.cache/egresswatch), a directory, or off (env EGRESSWATCH_RULE_CACHE)")
     parser.add_argument("--sensitivity-profile", metavar="NAME",
                         help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
                              "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
@@ -266,6 +270,7 @@ def _config_from(args: argparse.Namespace, **extra: object):
         "home": args.home, "sensitivity_profile": args.sensitivity_profile, "profile": args.profile,
         "ciio": args.ciio,
         "rule_packs": args.rules, "workers": args.workers, "register": args.register,
+        "rule_cache": args.rule_cache,
         "syslog_address": args.syslog, "syslog_transport": args.syslog_transport, "webhook_url": args.webhook,
         **extra,
     })

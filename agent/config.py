@@ -65,6 +65,7 @@ class Config:
     progress: str = "auto"              # auto (when stderr is a terminal) | always | never
     sensitivity_profile: str = "pipl-35273"   # which classes count as sensitive (see classifiers.classes)
     rule_packs: tuple[str, ...] = ()          # YAML important-data rule packs (classifiers.rulepacks)
+    rule_cache: str = "auto"     # compiled rules kept here: auto = $XDG_CACHE_HOME/egresswatch, a directory, off
     workers: int = 1                          # processes; flows split by hash
     findings: FindingLimits = field(default_factory=FindingLimits)
     flows: FlowLimits = field(default_factory=FlowLimits)
@@ -87,6 +88,7 @@ _ENV = {
     "EGRESSWATCH_PROFILE": "profile",
     "EGRESSWATCH_SENSITIVITY_PROFILE": "sensitivity_profile",
     "EGRESSWATCH_RULES": "rule_packs",
+    "EGRESSWATCH_RULE_CACHE": "rule_cache",
     "EGRESSWATCH_WORKERS": "workers",
     "EGRESSWATCH_INTERFACE": "interface",
     "EGRESSWATCH_BPF": "bpf",
@@ -199,7 +201,7 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
                 config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
                      "workers", "metrics_textfile", "register", "alert_covered", "passive_dns_addresses",
-                     "profile", "ciio"):
+                     "profile", "ciio", "rule_cache"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -288,6 +290,10 @@ def _set(config: Config, name: str, value: Any) -> Config:
         return replace(config, webhook=replace(config.webhook or WebhookOptions(), url=value))
     if name == "webhook_token":
         return replace(config, webhook=replace(config.webhook or WebhookOptions(), bearer_token=value))
+    if name == "rule_cache":
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"rule_cache must be auto, off or a directory; got {value!r}")
+        return replace(config, rule_cache=value)
     if name == "metrics_textfile":
         if not isinstance(value, str):
             raise UsageError("metrics_textfile must be a path")

@@ -35,7 +35,7 @@ from agent.capture.afpacket import AfPacketRing, KernelStats
 from agent.config import Config
 from agent.errors import UsageError
 from agent.metrics import CaptureCounters, SinkCounters, Snapshot, latest_transfer_summary
-from agent.pipeline import Exporter, Pipeline
+from agent.pipeline import Exporter, Pipeline, compile_rules
 from agent.stats import Stats
 
 logger = logging.getLogger("egresswatch")
@@ -150,7 +150,8 @@ class Supervisor:
         # run after privileges are dropped and only use what is already loaded.
         self.batches = [_Batch() for _ in self.rings]
         digest_key = os.urandom(16)             # shared: the workers' value digests and ledgers merge
-        self.pipelines = [Pipeline(config, [batch], Stats(), strict=strict, digest_key=digest_key)
+        rules = compile_rules(config)           # once for all workers
+        self.pipelines = [Pipeline(config, [batch], Stats(), strict=strict, digest_key=digest_key, rules=rules)
                           for batch in self.batches]
         for pipeline in self.pipelines:
             pipeline.source_names.append(None)

@@ -31,9 +31,9 @@ from agent.flows import Flow, FlowTable
 from agent.reassembly import TOCLIENT, TOSERVER
 from agent.stats import SEVERITY_NAMES, Stats
 from classifiers.classes import RULES, SENSITIVITY_PROFILES
-from classifiers.engine import Engine, ScanStream
+from classifiers.engine import Engine, ScanStream, cache_directory
 from classifiers.findings import SEVERITY_HIGH, Findings, FindingsBudget
-from classifiers.rulepacks import load_packs
+from classifiers.rulepacks import PackClass, load_packs
 from geo.jurisdiction import Jurisdiction, load_profile
 from geo.ledger import counting_year
 from geo.networks import InternalNetworks
@@ -58,6 +58,20 @@ class Shard:
     """Which share of the flows a replay worker owns: those whose hash mod `count` is `index`."""
     index: int
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRules:
+    engine: Engine
+    pack_classes: dict[str, PackClass]
+
+
+def compile_rules(config: Config) -> CompiledRules:
+    """The built-in rules and the configured packs in one Hyperscan database (from the rule
+    cache when it holds this exact set)."""
+    pack_rules, pack_classes = load_packs(config.rule_packs)
+    return CompiledRules(Engine(RULES + tuple(pack_rules), cache_dir=cache_directory(config.rule_cache)),
+                         pack_classes)
 
 
 def shard_of(pkt: Packet, count: int) -> int:
@@ -130,7 +144,8 @@ class Pipeline:
 
     def __init__(self, config: Config, exporters: Sequence[Exporter], stats: Stats, *,
                  fast_path: bool = True, strict: bool = False, shard: Shard | None = None,
-                 digest_key: bytes | None = None) -> None:
+                 digest_key: bytes | None = None, rules: CompiledRules | None = None) -> None:
+        """`rules`: compiled once and shared by the pipelines of one process tree (workers)."""
         self.config = config
         self.shard = shard               # replay worker: only this share of the flows (agent.workers)
         self.strict = strict             # re-raise internal errors (tests) instead of counting them
@@ -150,8 +165,8 @@ class Pipeline:
         self.flows = FlowTable(config.flows, stats.anomalies, self._session_for)
         self.geo = GeoResolver(geo_databases(config.geoip_db), anomalies)
         self.jurisdiction = jurisdiction_for(config)
-        pack_rules, self.pack_classes = load_packs(config.rule_packs)
-        self.engine = Engine(RULES + tuple(pack_rules))
+        rules = rules or compile_rules(config)
+        self.engine, self.pack_classes = rules.engine, rules.pack_classes
         self.finding_limits = config.findings
         self.sensitivity = SENSITIVITY_PROFILES[config.sensitivity_profile]
         self.register = load_register(config.register) if config.register else Register.empty()
@@ -279,14 +294,13 @@ class Pipeline:
         A file that no longer loads is reported and the current ones kept."""
         try:
             geo = GeoResolver(geo_databases(self.config.geoip_db), self.stats.anomalies)
-            pack_rules, pack_classes = load_packs(self.config.rule_packs)
-            engine = Engine(RULES + tuple(pack_rules))
+            rules = compile_rules(self.config)
             register = load_register(self.config.register) if self.config.register else Register.empty()
         except UsageError as exc:
             logger.error("reload failed, keeping the current rules, register and GeoIP databases: %s", exc)
             return
         self.geo.close()
-        self.geo, self.engine, self.pack_classes, self.register = geo, engine, pack_classes, register
+        self.geo, self.engine, self.pack_classes, self.register = geo, rules.engine, rules.pack_classes, register
 
     def idle(self, now_us: int) -> None:
         """Live capture with no traffic: move the flow clock to wall time so idle flows end."""

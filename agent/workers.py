@@ -34,7 +34,9 @@ from agent.pipeline import (
     Pipeline,
     ProgressFn,
     ReplayResult,
+    CompiledRules,
     Shard,
+    compile_rules,
     open_captures,
 )
 from agent.stats import Stats
@@ -62,11 +64,11 @@ def _spilled(path: str) -> Iterator[tuple[list[int], str]]:
 
 
 def _worker(index: int, count: int, config: Config, paths: Sequence[str], spill: str, strict: bool,
-            progress: ProgressFn | None, digest_key: bytes, conn: Connection) -> None:
+            progress: ProgressFn | None, digest_key: bytes, rules: CompiledRules, conn: Connection) -> None:
     try:
         writer = SpillWriter(spill)
         pipeline = Pipeline(config, [writer], Stats(), strict=strict, shard=Shard(index, count),
-                            digest_key=digest_key)
+                            digest_key=digest_key, rules=rules)
         result = pipeline.replay(open_captures(paths), progress)
         writer.close()
         conn.send(("ok", result))
@@ -86,6 +88,7 @@ def replay_parallel(config: Config, paths: Sequence[str], workers: int, exporter
     """Replay `paths` with `workers` processes; events reach `exporters` in one-worker order."""
     digest_key = digest_key or os.urandom(16)       # one for all workers: their value digests merge
     context = multiprocessing.get_context("fork")   # children inherit the compiled rules and config
+    rules = compile_rules(config)                   # once, not once per worker
     spill_dir = tempfile.mkdtemp(prefix="egresswatch-workers-")
     started = time.perf_counter()
     processes = []
@@ -97,7 +100,7 @@ def replay_parallel(config: Config, paths: Sequence[str], workers: int, exporter
             process = context.Process(
                 target=_worker, name=f"egresswatch-worker-{index}",
                 args=(index, workers, config, paths, spill, strict, progress if index == 0 else None, digest_key,
-                      sender))
+                      rules, sender))
             process.start()
             sender.close()
             processes.append(process)

@@ -36,6 +36,8 @@ import hashlib
 import logging
 import os
 import re
+import stat
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -133,15 +135,16 @@ class Engine:
         return h.hexdigest()[:24]
 
     def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
-        cache = Path(cache_dir) / f"rules-{self._fingerprint()}.hsdb" if cache_dir else None
-        if cache is not None and cache.is_file():
+        cache = _trusted_directory(Path(cache_dir)) if cache_dir else None
+        path = cache / f"rules-{self._fingerprint()}.hsdb" if cache is not None else None
+        if path is not None and _trusted_file(path):
             try:
-                database = hyperscan.loadb(cache.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
+                database = hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
                 # A deserialized database comes without the scratch that compile() allocates.
                 database.scratch = hyperscan.Scratch(database)
                 return database
-            except Exception as exc:      # stale or foreign file: recompile
-                logger.warning("ignoring unusable rule cache %s: %s", cache, exc)
+            except Exception as exc:      # stale, foreign or damaged file: recompile
+                logger.warning("ignoring unusable rule cache %s: %s", path, exc)
         database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
         patterns, flags = expressions(self.rules)
         try:
@@ -149,15 +152,50 @@ class Engine:
                              flags=flags)
         except hyperscan.error as exc:
             raise UsageError(f"cannot compile the classification rules: {exc}") from None
-        if cache is not None:
+        if path is not None:
             try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_bytes(hyperscan.dumpb(database))
-                tmp.replace(cache)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rules-", suffix=".tmp")
+                with os.fdopen(fd, "wb") as out:
+                    out.write(hyperscan.dumpb(database))
+                os.replace(tmp, path)
             except OSError as exc:
-                logger.warning("cannot write rule cache %s: %s", cache, exc)
+                logger.warning("cannot write rule cache %s: %s", path, exc)
         return database
+
+
+def cache_directory(setting: str) -> Path | None:
+    """The rule cache directory a `rule_cache` setting names: "auto" is $XDG_CACHE_HOME/egresswatch
+    (else ~/.cache/egresswatch, the XDG default), "off" is none, anything else a directory."""
+    if setting in ("", "off", "none"):
+        return None
+    if setting != "auto":
+        return Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "egresswatch"
+
+
+# A compiled database is native code's input: loading one that someone else could have written
+# would hand them the scanner. Only directories and files of this user, writable by no one else.
+def _trusted_directory(path: Path) -> Path | None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as exc:
+        logger.warning("rule cache %s unusable, compiling every start: %s", path, exc.strerror or exc)
+        return None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        logger.warning("rule cache %s not used: it must belong to this user and be writable by no one else",
+                       path)
+        return None
+    return path
+
+
+def _trusted_file(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 class ScanStream:

@@ -32,6 +32,10 @@ def test_precedence_file_then_environment_then_command_line(tmp_path):
     assert config.internal == ("192.168.0.0/16",)
     assert config.sensitivity_profile == "gbt-45574"
     assert load(None, {"EGRESSWATCH_CONFIG": str(path)}, {}).eve == "file.json"
+    path.write_text('rule_cache = "/srv/rules"\n')
+    assert load(str(path), {}, {}).rule_cache == "/srv/rules"
+    assert load(str(path), {"EGRESSWATCH_RULE_CACHE": "off"}, {}).rule_cache == "off"
+    assert load(str(path), {"EGRESSWATCH_RULE_CACHE": "off"}, {"rule_cache": "auto"}).rule_cache == "auto"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -44,6 +48,7 @@ def test_precedence_file_then_environment_then_command_line(tmp_path):
     ('progress = "sometimes"\n', "progress"),
     ("flows = 3\n", "must be a table"),
     ("this is not toml", "not valid TOML"),
+    ("rule_cache = false\n", "rule_cache must be"),
 ])
 def test_bad_config_is_a_usage_error(tmp_path, text, message):
     path = tmp_path / "c.toml"

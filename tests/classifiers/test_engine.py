@@ -181,13 +181,68 @@ def test_python_hyperscan_traps_still_crash(trap):
     assert result.returncode != 0 or "survived" not in result.stdout
 
 
-def test_database_cache_round_trip(tmp_path):
-    first = Engine(cache_dir=tmp_path)
-    cached = list(tmp_path.glob("rules-*.hsdb"))
-    assert len(cached) == 1
-    second = Engine(cache_dir=tmp_path)
+def _count_loads(monkeypatch) -> list[int]:
+    import hyperscan
+    loads: list[int] = []
+    real = hyperscan.loadb
+
+    def counting(data, *args, **kwargs):
+        loads.append(len(data))
+        return real(data, *args, **kwargs)
+    monkeypatch.setattr(hyperscan, "loadb", counting)
+    return loads
+
+
+def test_database_cache_round_trip(tmp_path, monkeypatch):
+    loads = _count_loads(monkeypatch)
+    cache = tmp_path / "cache"
+    first = Engine(cache_dir=cache)
+    cached = list(cache.glob("rules-*.hsdb"))
+    assert len(cached) == 1 and not loads                       # compiled, then stored
+    assert cache.stat().st_mode & 0o777 == 0o700
+    second = Engine(cache_dir=cache)
+    assert loads == [cached[0].stat().st_size]                  # loaded, not compiled
     assert classes(found(second, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
     assert first.database is not second.database
+    # Other rules: another file, the first one untouched.
+    from classifiers.classes import RULES
+    Engine(RULES[:3], cache_dir=cache)
+    assert len(list(cache.glob("rules-*.hsdb"))) == 2 and len(loads) == 1
+
+
+def test_database_cache_that_others_can_write_is_not_used(tmp_path, monkeypatch, caplog):
+    import os
+    loads = _count_loads(monkeypatch)
+    cache = tmp_path / "shared"
+    Engine(cache_dir=cache)
+    cache.chmod(0o777)                                    # anyone could have put a database here
+    engine = Engine(cache_dir=cache)
+    assert not loads and "writable by no one else" in caplog.text
+    assert classes(found(engine, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
+    cache.chmod(0o700)
+    (cached,) = cache.glob("rules-*.hsdb")
+    cached.chmod(0o666)                                   # the file alone writable by others
+    Engine(cache_dir=cache)
+    assert not loads
+    cached.chmod(0o600)
+    os.truncate(cached, 100)                              # damaged: compiled again, and replaced
+    engine = Engine(cache_dir=cache)
+    assert loads == [100] and "ignoring unusable rule cache" in caplog.text
+    assert classes(found(engine, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
+    assert cached.stat().st_size > 100
+
+
+def test_rule_cache_setting(monkeypatch):
+    import os
+    from pathlib import Path
+
+    from classifiers.engine import cache_directory
+    assert cache_directory("off") is None and cache_directory("") is None
+    assert cache_directory("/srv/cache") == Path("/srv/cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert cache_directory("auto") == Path("/xdg/egresswatch")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_directory("auto") == Path(os.path.expanduser("~")) / ".cache" / "egresswatch"
 
 
 def test_email_shapes_inside_binary_data_are_not_addresses(engine):

@@ -241,8 +241,12 @@ def test_unit_sandbox():
     assert unit_value("ProtectSystem") == "strict"
     assert unit_value("ProtectHome") == "yes"
     assert unit_value("PrivateTmp") == "yes"
-    assert set(unit_value("ReadWritePaths").split()) == {"/var/log/egresswatch", "/var/lib/egresswatch"}
+    assert set(unit_value("ReadWritePaths").split()) == {"/var/log/egresswatch", "/var/lib/egresswatch",
+                                                         "/var/cache/egresswatch"}
     assert unit_value("LogsDirectory") == "egresswatch" and unit_value("StateDirectory") == "egresswatch"
+    # The rule cache: the service's own directory, which the agent trusts only when nobody else can write it.
+    assert unit_value("CacheDirectory") == "egresswatch" and unit_value("CacheDirectoryMode") == "0700"
+    assert "EGRESSWATCH_RULE_CACHE=/var/cache/egresswatch" in unit_values("Environment")
     assert set(unit_value("RestrictAddressFamilies").split()) == {"AF_PACKET", "AF_INET", "AF_INET6", "AF_UNIX",
                                                                  "AF_NETLINK"}
     assert unit_values("SystemCallFilter")[0] == "@system-service"
