@@ -46,17 +46,28 @@ def load_rules(packs: Sequence[str]) -> list[Rule]:
     return list(RULES) + load_packs(packs)[0]
 
 
-def block_database(rules: Sequence[Rule], *, leftmost: bool = True):
-    """One Hyperscan block-mode database of `rules`, flags as the engine sets them
-    (SOM_LEFTMOST, CASELESS where the rule says so); pattern ids are rule indexes.
-    leftmost=False drops SOM_LEFTMOST (end offsets only), to show what start tracking costs."""
+def block_database(rules: Sequence[Rule], *, as_written: bool = False):
+    """One Hyperscan block-mode database of `rules` with exactly the expressions and flags the
+    engine compiles (`classifiers.engine.expressions`: fenced patterns, SOM_LEFTMOST except for
+    anchored rules, CASELESS where the rule says so); pattern ids are rule indexes. A fenced
+    pattern needs one byte before a value: scan `EDGE + payload`.
+    as_written=True: each rule's pattern as written, every one with SOM_LEFTMOST (no fence): the
+    formulation the issue measured its limit with, for the record."""
     import hyperscan
 
-    som = hyperscan.HS_FLAG_SOM_LEFTMOST if leftmost else 0
+    from classifiers.engine import expressions
+
+    if as_written:
+        patterns = [r.pattern for r in rules]
+        flags = [hyperscan.HS_FLAG_SOM_LEFTMOST | (hyperscan.HS_FLAG_CASELESS if r.caseless else 0) for r in rules]
+    else:
+        patterns, flags = expressions(rules)
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(expressions=[r.pattern for r in rules], ids=list(range(len(rules))), elements=len(rules),
-                     flags=[som | (hyperscan.HS_FLAG_CASELESS if r.caseless else 0) for r in rules])
+    database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns), flags=flags)
     return database
+
+
+EDGE = b"\n"      # what the engine writes first in every stream: the fence of a value at offset 0
 
 
 def python_regexes(rules: Sequence[Rule]) -> tuple[list[re.Pattern[bytes]], list[str]]:

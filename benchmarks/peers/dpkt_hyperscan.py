@@ -13,7 +13,7 @@ import time
 
 import dpkt
 
-from benchmarks.peers import Job, block_database, frames, load_rules
+from benchmarks.peers import EDGE, Job, block_database, frames, load_rules
 from classifiers.engine import Engine
 
 
@@ -45,7 +45,7 @@ def run(job: Job) -> dict:
         if not isinstance(l4, l4_types) or not l4.data:
             continue
         payload = bytes(l4.data)
-        database.scan(payload, match_event_handler=on_match)
+        database.scan(EDGE + payload, match_event_handler=on_match)
         if candidates:
             hits += len(candidates)
             candidates.clear()

@@ -37,6 +37,15 @@ def test_dumps_is_json_dumps_compact_and_unescaped():
              "none": None}
     assert dumps(event) == json.dumps(event, ensure_ascii=False, separators=(",", ":"))
     assert json.loads(dumps(event)) == event
+    controls = {"k": "a\x00b\x7f\u2028\"\\", 7: 1.5}         # escapes, a non-string key, a float
+    assert dumps(controls) == json.dumps(controls, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_dumps_keeps_an_event_with_a_string_that_is_not_unicode():
+    # `replay` of a capture whose file name is not UTF-8: the name arrives with surrogate escapes.
+    event = {"pcap_filename": "/captures/\udcff\udcfe.pcap", "flow_id": 1}
+    line = dumps(event)
+    assert json.loads(line) == event and line.isascii()
 
 
 def test_flow_id_is_computed_once_and_equals_a_fresh_flow():
