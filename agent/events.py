@@ -72,10 +72,10 @@ def community_id(flow: Flow, seed: int = 0) -> str:
     return "1:" + base64.b64encode(digest).decode("ascii")
 
 
-def _header(flow: Flow, event_type: str, timestamp_us: int, pcap_filename: str | None,
+def _header(flow: Flow, event_type: str, timestamp: str, pcap_filename: str | None,
             app_proto: str | None, direction: str | None) -> dict[str, Any]:
     """The fields every event about a flow starts with, in Suricata's order."""
-    event: dict[str, Any] = {"timestamp": format_ts(timestamp_us), "flow_id": flow.flow_id}
+    event: dict[str, Any] = {"timestamp": timestamp, "flow_id": flow.flow_id}
     if pcap_filename is not None:
         event["pcap_filename"] = pcap_filename
     event["event_type"] = event_type
@@ -99,10 +99,11 @@ def _header(flow: Flow, event_type: str, timestamp_us: int, pcap_filename: str |
 def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
                app_fields: dict[str, Any] | None = None, direction: str | None = None) -> dict[str, Any]:
     """The `flow` event for a finished flow, oriented client -> server."""
-    event = _header(flow, "flow", flow.last, pcap_filename, app_proto, direction)
+    last = format_ts(flow.last)
+    event = _header(flow, "flow", last, pcap_filename, app_proto, direction)
     event["flow"] = {
         **_counters(flow),
-        "end": format_ts(flow.last),
+        "end": last,
         "age": (flow.last - flow.start) // 1_000_000,
         "state": flow.state,
         "reason": flow.reason,
@@ -118,7 +119,7 @@ ALERT_SIGNATURE_ID = 9_100_001     # egresswatch's range; stable so SIEM rules c
 def alert_event(flow: Flow, classification: dict[str, Any], *, pcap_filename: str | None,
                 app_proto: str | None, direction: str) -> dict[str, Any]:
     """The `alert` for a flow whose export direction carried personal data (counts so far)."""
-    event = _header(flow, "alert", flow.last, pcap_filename, app_proto, direction)
+    event = _header(flow, "alert", format_ts(flow.last), pcap_filename, app_proto, direction)
     event["alert"] = {
         "action": "allowed",
         "gid": 1,

@@ -469,12 +469,13 @@ class Pipeline:
         if findings.changed:
             self._maybe_alert(flow, findings)      # values confirmed only at the end of the flow
         app_fields = session.event_fields()
-        geo = app_fields["geo"] = self._geo_fields(flow)
+        egress = flow.client in self.internal
+        direction = "egress" if egress else "ingress"
+        geo = app_fields["geo"] = self._geo_fields(flow, egress)
         if geo["cross_border"] is not False:
             app_fields["transfer"] = self._transfer(flow).event_fields()
         if findings:
             app_fields["classification"] = findings.event_fields()
-        direction = self._direction(flow)
         self._emit(flow_event(flow, pcap_filename=self.source_names[flow.source],
                               app_proto=session.event_app_proto(), app_fields=app_fields,
                               direction=direction))
@@ -484,9 +485,9 @@ class Pipeline:
         if crossing is not False:
             stats.transfers[app_fields["transfer"]["status"]] += 1
         stats.flows_ended["unknown" if crossing is None else "true" if crossing else "false"] += 1
-        jurisdiction = geo["dest_jurisdiction" if direction == "egress" else "src_jurisdiction"]
+        jurisdiction = geo["dest_jurisdiction" if egress else "src_jurisdiction"]
         # What the inside party sent: the client's bytes on egress, the server's on ingress.
-        stats.egress_bytes[jurisdiction, direction] += flow.bytes[TOSERVER if direction == "egress" else TOCLIENT]
+        stats.egress_bytes[jurisdiction, direction] += flow.bytes[TOSERVER if egress else TOCLIENT]
         for class_id in findings.by_class:
             stats.classified[class_id, jurisdiction] += findings.count(class_id)
         if findings and crossing is not False:
@@ -495,15 +496,18 @@ class Pipeline:
             stats.flows_by_severity[SEVERITY_NAMES[findings.severity()]] += 1
         findings.release()                         # its digests leave the process-wide budget
 
-    def _geo_fields(self, flow: Flow) -> dict[str, Any]:
+    def _geo_fields(self, flow: Flow, egress: bool | None = None) -> dict[str, Any]:
         """Where the outside party is: `dest_*` for egress flows, `src_*` for ingress flows."""
-        egress = flow.client in self.internal
+        if egress is None:
+            egress = flow.client in self.internal
         place = self.geo.lookup(flow.server if egress else flow.client)
-        prefix = "dest" if egress else "src"
-        return {f"{prefix}_country": place.country,
-                f"{prefix}_jurisdiction": self.jurisdiction.of(place.country),
-                "cross_border": self.jurisdiction.cross_border(place.country),
-                "asn": place.asn, "as_org": place.as_org}
+        country = place.country
+        jurisdiction = self.jurisdiction
+        if egress:
+            return {"dest_country": country, "dest_jurisdiction": jurisdiction.of(country),
+                    "cross_border": jurisdiction.cross_border(country), "asn": place.asn, "as_org": place.as_org}
+        return {"src_country": country, "src_jurisdiction": jurisdiction.of(country),
+                "cross_border": jurisdiction.cross_border(country), "asn": place.asn, "as_org": place.as_org}
 
     def _direction(self, flow: Flow) -> str:
         return "egress" if flow.client in self.internal else "ingress"
