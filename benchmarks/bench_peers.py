@@ -28,6 +28,7 @@ same patterns translated.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -414,6 +415,10 @@ def run_peers(capture: str, truth: dict[str, Any] | None, names: list[str], *, s
 
     packets, nbytes = stage_read(capture)
     rows = {name: Row(name, PEER_BY_NAME[name].what) for name in names}
+    # Bytecode as an installed agent has it: where PYTHONDONTWRITEBYTECODE is set, every start
+    # would otherwise compile the agent's source again (0.2 s of each egresswatch run here).
+    for package in ("agent", "classifiers", "geo"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         run_dir = Path(tmp)
         packs = tuple(rule_packs) or default_packs(truth)
