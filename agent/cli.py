@@ -92,6 +92,9 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", metavar="REGISTER.yaml",
                         help="destination register: legal bases and denied destinations "
                              "(deploy/registers.example.yaml; env EGRESSWATCH_REGISTER)")
+    parser.add_argument("--ledger", metavar="FILE",
+                        help="keep the year's cross-border person counts in FILE across runs (read at the "
+                             "start, written at the end; the live agent also every minute); env EGRESSWATCH_LEDGER")
     parser.add_argument("--syslog", metavar="HOST:PORT",
                         help="also send alerts to this RFC 5424 syslog receiver (spooled on disk while it is "
                              "down; [syslog] in the config; env EGRESSWATCH_SYSLOG)")
@@ -213,8 +216,13 @@ def _replay(args: argparse.Namespace) -> int:
     from agent.report import Progress, ledger_lines, summary_line
     from classifiers.classes import SENSITIVITY_PROFILES
     from agent.workers import replay_parallel
+    from geo.ledger import LedgerFile, TransferLedger
 
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
+    ledger_file = LedgerFile(config.ledger) if config.ledger else None
+    digest_key, earlier = ledger_file.load() if ledger_file else (None, TransferLedger())
+    if ledger_file is not None:
+        ledger_file.check_writable()
     captures = open_captures(args.pcaps)
     _warn_if_stale(config.geoip_db)
     exporters = open_exporters(config, append=False)
@@ -228,15 +236,26 @@ def _replay(args: argparse.Namespace) -> int:
             for capture in captures:
                 capture.close()          # each worker opens its own
             result = replay_parallel(config, args.pcaps, config.workers, exporters, strict=strict,
-                                     progress=progress.update if progress else None)
+                                     progress=progress.update if progress else None, digest_key=digest_key)
         else:
-            result = Pipeline(config, exporters, Stats(), strict=strict).replay(
+            result = Pipeline(config, exporters, Stats(), strict=strict, digest_key=digest_key).replay(
                 captures, progress.update if progress else None)
     finally:
         if progress is not None:
             progress.clear()
         for exporter in exporters:
             exporter.close()          # network sinks drain for a bounded time, then keep the rest spooled
+    scope = "in this input"
+    if ledger_file is not None:
+        assert digest_key is not None
+        # From here on the counts are the year's so far: the summary, the metrics and the file.
+        earlier.merge(result.stats.ledger)
+        result.stats.ledger = earlier
+        try:
+            ledger_file.save(digest_key, earlier)
+        except OSError as exc:
+            raise RunError(f"cannot write the ledger {ledger_file.path}: {exc.strerror or exc}") from None
+        scope = f"in the ledger {ledger_file.path} (this input included)"
     for line in result.damaged:
         print(f"egresswatch: warning: capture damaged, processed up to the damage: {line}", file=sys.stderr)
     if config.metrics_textfile:
@@ -244,7 +263,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(summary_line(result), file=sys.stderr)
         for line in ledger_lines(result.stats.ledger, jurisdiction_for(config),
-                                 SENSITIVITY_PROFILES[config.sensitivity_profile]):
+                                 SENSITIVITY_PROFILES[config.sensitivity_profile], scope):
             print(line, file=sys.stderr)
     return 0
 
@@ -270,7 +289,7 @@ def _config_from(args: argparse.Namespace, **extra: object):
         "home": args.home, "sensitivity_profile": args.sensitivity_profile, "profile": args.profile,
         "ciio": args.ciio,
         "rule_packs": args.rules, "workers": args.workers, "register": args.register,
-        "rule_cache": args.rule_cache,
+        "rule_cache": args.rule_cache, "ledger": args.ledger,
         "syslog_address": args.syslog, "syslog_transport": args.syslog_transport, "webhook_url": args.webhook,
         **extra,
     })

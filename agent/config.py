@@ -74,6 +74,7 @@ class Config:
     metrics: MetricsListen = field(default_factory=MetricsListen)
     metrics_textfile: str = ""           # replay: write the metrics here at the end (node-exporter textfile)
     register: str = ""                   # destination register (YAML, geo/registers.py); "" = none
+    ledger: str = ""                     # the year's cross-border counts kept across runs (geo/ledger.py); "" = none
     alert_covered: bool = False          # alert also when the register covers the transfer
     passive_dns_addresses: int = 65_536  # addresses remembered from DNS answers; 0 = no passive DNS
     syslog: SyslogOptions | None = None   # RFC 5424 alert sink; None = off
@@ -96,6 +97,7 @@ _ENV = {
     "EGRESSWATCH_METRICS_TEXTFILE": "metrics_textfile",
     "EGRESSWATCH_USER": "user",
     "EGRESSWATCH_REGISTER": "register",
+    "EGRESSWATCH_LEDGER": "ledger",
     "EGRESSWATCH_SYSLOG": "syslog_address",
     "EGRESSWATCH_WEBHOOK": "webhook_url",
     "EGRESSWATCH_WEBHOOK_TOKEN": "webhook_token",   # environment or file only: never on a command line
@@ -201,7 +203,7 @@ def _apply_file(config: Config, data: Mapping[str, Any], path: str) -> Config:
                 config = _set(config, "metrics_textfile", textfile)
         elif key in ("internal", "eve", "geoip_db", "home", "progress", "sensitivity_profile", "rule_packs",
                      "workers", "metrics_textfile", "register", "alert_covered", "passive_dns_addresses",
-                     "profile", "ciio", "rule_cache"):
+                     "profile", "ciio", "rule_cache", "ledger"):
             config = _set(config, key, value)
         else:
             raise UsageError(f"unknown option {key!r} in config file {path}")
@@ -290,6 +292,10 @@ def _set(config: Config, name: str, value: Any) -> Config:
         return replace(config, webhook=replace(config.webhook or WebhookOptions(), url=value))
     if name == "webhook_token":
         return replace(config, webhook=replace(config.webhook or WebhookOptions(), bearer_token=value))
+    if name == "ledger":
+        if not isinstance(value, str):
+            raise UsageError("ledger must be a file path (or \"\" for none)")
+        return replace(config, ledger=value)
     if name == "rule_cache":
         if not isinstance(value, str) or not value:
             raise UsageError(f"rule_cache must be auto, off or a directory; got {value!r}")

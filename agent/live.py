@@ -37,10 +37,12 @@ from agent.errors import UsageError
 from agent.metrics import CaptureCounters, SinkCounters, Snapshot, latest_transfer_summary
 from agent.pipeline import Exporter, Pipeline, compile_rules
 from agent.stats import Stats
+from geo.ledger import LedgerFile, TransferLedger
 
 logger = logging.getLogger("egresswatch")
 
 _SNAPSHOT_EVERY_S = 1.0
+_LEDGER_SAVE_EVERY_S = 60.0      # at most this much of the year's counts is lost to a crash
 _POLL_MS = 100
 _PR_SET_PDEATHSIG = 1
 
@@ -149,7 +151,12 @@ class Supervisor:
         # Built now, while every rule, database and module file is still readable: the workers
         # run after privileges are dropped and only use what is already loaded.
         self.batches = [_Batch() for _ in self.rings]
-        digest_key = os.urandom(16)             # shared: the workers' value digests and ledgers merge
+        # The year's counts so far, and the key the workers' value digests must share with them
+        # (and with each other) for sketches to merge; without a ledger file, a fresh key.
+        self.ledger_file = LedgerFile(config.ledger) if config.ledger else None
+        digest_key, self.earlier = self.ledger_file.load() if self.ledger_file else (os.urandom(16), TransferLedger())
+        self.digest_key = digest_key
+        self.next_ledger_save = time.monotonic() + _LEDGER_SAVE_EVERY_S
         rules = compile_rules(config)           # once for all workers
         self.pipelines = [Pipeline(config, [batch], Stats(), strict=strict, digest_key=digest_key, rules=rules)
                           for batch in self.batches]
@@ -165,6 +172,7 @@ class Supervisor:
     def snapshot(self) -> Snapshot:
         """The sum over workers of their latest counters (called by the metrics thread)."""
         total = Snapshot()
+        total.stats.ledger.merge(self.earlier)
         for worker in list(self.latest.values()):
             total.stats.merge(worker.stats)
             total.capture.merge(CaptureCounters(worker.kernel.packets, worker.kernel.drops, worker.kernel.freezes))
@@ -208,6 +216,9 @@ class Supervisor:
             if self.hup_requested:
                 self.hup_requested = False
                 self._reload()
+            if time.monotonic() >= self.next_ledger_save:
+                self.next_ledger_save = time.monotonic() + _LEDGER_SAVE_EVERY_S
+                self.save_ledger()
             for conn in wait(list(self.connections), timeout=0.5):
                 index = self.connections[conn]   # type: ignore[index]
                 try:
@@ -234,7 +245,22 @@ class Supervisor:
                         del self.connections[conn]  # type: ignore[arg-type]
         for process in self.processes:
             process.join(timeout=5)
+        self.save_ledger()               # after the workers' last snapshots
         return 1 if failed else 0
+
+    def save_ledger(self) -> None:
+        """Write the year's counts (the file's, plus every worker's so far). A failure is logged
+        and retried at the next save: the counts stay in memory meanwhile."""
+        if self.ledger_file is None:
+            return
+        ledger = TransferLedger()
+        ledger.merge(self.earlier)
+        for worker in list(self.latest.values()):
+            ledger.merge(worker.stats.ledger)
+        try:
+            self.ledger_file.save(self.digest_key, ledger)
+        except OSError as exc:
+            logger.error("cannot write the ledger %s: %s", self.ledger_file.path, exc.strerror or exc)
 
     def _reload(self) -> None:
         for exporter in self.exporters:
@@ -280,6 +306,8 @@ def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool =
                 for directory in spool_directories(exporters):
                     _chown_tree(directory, uid, gid)     # the sinks roll spool segments as --user
             privileges.drop(user)
+        if supervisor.ledger_file is not None:
+            supervisor.ledger_file.check_writable()   # as the user that will write it
     except BaseException:
         for ring in rings:
             ring.close()

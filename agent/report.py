@@ -50,14 +50,15 @@ def summary_line(result: ReplayResult) -> str:
             f"{anomalies:,} anomalies" + (f" ({top})" if top else ""))
 
 
-def ledger_lines(ledger: TransferLedger, profile: Jurisdiction, sensitivity: dict[str, bool]) -> list[str]:
+def ledger_lines(ledger: TransferLedger, profile: Jurisdiction, sensitivity: dict[str, bool],
+                 scope: str = "in this input") -> list[str]:
     """One line per counting year with cross-border personal or important data: estimated
-    persons and the mechanism the profile's thresholds call for (from this input alone)."""
+    persons and the mechanism the profile's thresholds call for (`scope` says over what)."""
     lines = []
     for year in ledger.years():
         summary = ledger.summary(year, profile, sensitivity)
         important = "yes" if summary["important_data"] else "no"
-        lines.append(f"egresswatch: {year} cross-border in this input ({profile.name}"
+        lines.append(f"egresswatch: {year} cross-border {scope} ({profile.name}"
                      f"{', CIIO' if profile.ciio else ''}): ~{summary['nonsensitive_persons']:,} persons' "
                      f"personal information, ~{summary['sensitive_persons']:,} persons' sensitive personal "
                      f"information, important data: {important} -> {summary['required_mechanism']}")

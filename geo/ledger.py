@@ -11,17 +11,27 @@ Persons are estimated per class and the largest class stands for the count: one 
 leave as an ID number, a mobile number and an e-mail address, so summing classes would count
 them three times, while the largest class is a lower bound of the persons concerned. Classes
 that identify no person by themselves (USCC: companies) do not count. Estimates carry the
-sketch's error (1.04/sqrt(4096) = 1.6 %); near a threshold, read them as such. The ledger lives
-in memory: a restarted agent starts the year's counts again (not persisted yet).
+sketch's error (1.04/sqrt(4096) = 1.6 %); near a threshold, read them as such.
+
+Across restarts (`LedgerFile`, option `ledger`): the sketches are worthless without the key
+the value digests were made with (the same person under another key is another person), so
+the file holds both, written atomically (0600) every minute by the live agent and at every
+stop, and at the end of a replay. A file that cannot be read stops the start: carrying on with
+empty counts would understate the year without anyone noticing.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import msgpack
+
+from agent.errors import UsageError
 from classifiers.findings import DistinctSketch, Findings
 from geo.jurisdiction import Jurisdiction
 
@@ -97,3 +107,90 @@ class TransferLedger:
         registers = self.sketches.get((year, class_id))
         return DistinctSketch(registers if registers is not None else LEDGER_REGISTERS)
 
+
+
+_LEDGER_FORMAT = "egresswatch-ledger"
+_LEDGER_VERSION = 1
+DIGEST_KEY_BYTES = 16
+
+
+class LedgerFile:
+    """One file holding a `TransferLedger` and the digest key its sketches were made with."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> tuple[bytes, TransferLedger]:
+        """The key and ledger in the file; a new random key and an empty ledger when there is
+        no file yet. UsageError (one line, naming the file) when it cannot be used."""
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return os.urandom(DIGEST_KEY_BYTES), TransferLedger()
+        except OSError as exc:
+            raise UsageError(f"cannot read the ledger {self.path}: {exc.strerror}") from None
+        try:
+            return _decode(data)
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            raise UsageError(f"the ledger {self.path} is damaged ({exc}); move it away to start the year's "
+                             "counts again") from None
+
+    def save(self, key: bytes, ledger: TransferLedger) -> None:
+        """Atomically: the previous file stays whole until the new one is complete on disk."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ledger-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(_encode(key, ledger))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def check_writable(self) -> None:
+        """Before a run that will save: a directory we cannot write is a usage error now, not a
+        lost year at the end."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write the ledger {self.path}: its directory is not writable")
+
+
+def _encode(key: bytes, ledger: TransferLedger) -> bytes:
+    return msgpack.packb({
+        "format": _LEDGER_FORMAT, "version": _LEDGER_VERSION, "key": key,
+        "sketches": [[year, class_id, bytes(registers)] for (year, class_id), registers in sorted(ledger.sketches.items())],
+        "beyond": [[year, class_id, count] for (year, class_id), count in sorted(ledger.beyond.items())],
+        "important_years": sorted(ledger.important_years),
+    }, use_bin_type=True)
+
+
+def _decode(data: bytes) -> tuple[bytes, TransferLedger]:
+    record = msgpack.unpackb(data, raw=False)
+    if not isinstance(record, dict) or record.get("format") != _LEDGER_FORMAT:
+        raise ValueError("not an egresswatch ledger")
+    if record.get("version") != _LEDGER_VERSION:
+        raise ValueError(f"ledger version {record.get('version')!r}, this agent reads {_LEDGER_VERSION}")
+    key = record["key"]
+    if not isinstance(key, bytes) or len(key) != DIGEST_KEY_BYTES:
+        raise ValueError("bad digest key")
+    ledger = TransferLedger()
+    for year, class_id, registers in record["sketches"]:
+        if not isinstance(year, int) or not isinstance(class_id, str) or not isinstance(registers, bytes) \
+                or len(registers) != LEDGER_REGISTERS or max(registers, default=0) > 64:
+            raise ValueError(f"bad sketch for {class_id!r} in {year!r}")
+        ledger.sketches[year, class_id] = bytearray(registers)
+    for year, class_id, count in record["beyond"]:
+        if not isinstance(year, int) or not isinstance(class_id, str) or not isinstance(count, int) or count < 0:
+            raise ValueError("bad estimate")
+        ledger.beyond[year, class_id] = count
+    for year in record["important_years"]:
+        if not isinstance(year, int):
+            raise ValueError("bad year")
+        ledger.important_years.add(year)
+    return key, ledger

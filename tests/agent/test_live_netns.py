@@ -127,7 +127,8 @@ def test_live_capture_alerts_metrics_privileges_and_clean_shutdown(netns_pair, s
     port = 9917
     agent = subprocess.Popen(
         ["ip", "netns", "exec", inside, sys.executable, "-m", "agent.cli", "run", "--interface", inside_if,
-         "--workers", "2", "--eve", str(eve), "--metrics-listen", f"127.0.0.1:{port}", "--user", "nobody"],
+         "--workers", "2", "--eve", str(eve), "--metrics-listen", f"127.0.0.1:{port}", "--user", "nobody",
+         "--ledger", str(tmp_path / "ledger.msgpack")],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "EGRESSWATCH_STRICT": "1"})
     try:
@@ -171,6 +172,17 @@ def test_live_capture_alerts_metrics_privileges_and_clean_shutdown(netns_pair, s
     live = _events(rotated, eve)
     assert _summary(live) == _summary(expected)
     assert {e["flow"]["reason"] for e in _events(eve) if e["event_type"] == "flow"} == {"shutdown"}
+    # The year's counts were written at the stop, by the unprivileged agent, readable by it alone.
+    from geo.ledger import LedgerFile
+    ledger_path = tmp_path / "ledger.msgpack"
+    assert ledger_path.stat().st_uid == 65534 and ledger_path.stat().st_mode & 0o077 == 0
+    _, kept = LedgerFile(str(ledger_path)).load()
+    years = replay_stats.ledger.years()
+    assert years and kept.years() == years
+    for year in years:
+        for classes in (["cn_resident_id"], ["cn_mobile", "email"]):
+            live_persons, replay_persons = kept.persons(year, classes), replay_stats.ledger.persons(year, classes)
+            assert abs(live_persons - replay_persons) <= max(2, replay_persons // 30), (classes, live_persons)
 
 
 def test_run_without_interface_or_privileges_is_a_one_line_error(tmp_path: Path):

@@ -247,6 +247,8 @@ def test_unit_sandbox():
     # The rule cache: the service's own directory, which the agent trusts only when nobody else can write it.
     assert unit_value("CacheDirectory") == "egresswatch" and unit_value("CacheDirectoryMode") == "0700"
     assert "EGRESSWATCH_RULE_CACHE=/var/cache/egresswatch" in unit_values("Environment")
+    # The ledger lives in the state directory, which the service's user owns.
+    assert "EGRESSWATCH_LEDGER=/var/lib/egresswatch/ledger.msgpack" in unit_values("Environment")
     assert set(unit_value("RestrictAddressFamilies").split()) == {"AF_PACKET", "AF_INET", "AF_INET6", "AF_UNIX",
                                                                  "AF_NETLINK"}
     assert unit_values("SystemCallFilter")[0] == "@system-service"

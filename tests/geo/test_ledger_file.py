@@ -1,0 +1,107 @@
+"""The year's ledger across runs: the file keeps sketches and the digest key together, is written
+atomically with owner-only permissions, and a damaged file is a one-line usage error; replays
+that share a ledger count a person once however often they left."""
+
+from __future__ import annotations
+
+import random
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.errors import UsageError
+from classifiers.findings import DistinctSketch
+from geo.ledger import LEDGER_REGISTERS, LedgerFile, TransferLedger
+from tests.test_classification_e2e import INSIDE, OUTSIDE, post, replay, rid, tcp_conversation
+
+
+def _ledger(values: int) -> TransferLedger:
+    sketch = DistinctSketch(LEDGER_REGISTERS)
+    for n in range(values):
+        sketch.add(random.Random(n).randbytes(16))
+    ledger = TransferLedger()
+    ledger.sketches[2026, "cn_mobile"] = sketch.registers
+    ledger.beyond[2026, "cn_mobile"] = 7
+    ledger.important_years.add(2025)
+    return ledger
+
+
+def test_round_trip_permissions_and_no_leftovers(tmp_path: Path):
+    path = tmp_path / "ledger.msgpack"
+    store = LedgerFile(str(path))
+    key, empty = store.load()
+    assert len(key) == 16 and not empty and not path.exists()     # no file yet: a new key
+    ledger = _ledger(500)
+    store.save(key, ledger)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["ledger.msgpack"]
+    again_key, again = store.load()
+    assert again_key == key and again == ledger
+    assert abs(again.persons(2026, ["cn_mobile"]) - 507) < 30
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "version", "registers"])
+def test_damaged_ledger_is_a_one_line_usage_error(tmp_path: Path, damage: str):
+    import msgpack
+    path = tmp_path / "ledger.msgpack"
+    store = LedgerFile(str(path))
+    store.save(b"k" * 16, _ledger(10))
+    data = path.read_bytes()
+    record = msgpack.unpackb(data, raw=False)
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data = b"\x00\xff" * 50
+    elif damage == "foreign":
+        data = msgpack.packb({"format": "something-else"})
+    elif damage == "version":
+        data = msgpack.packb({**record, "version": 99}, use_bin_type=True)
+    else:
+        record["sketches"][0][2] = b"\x01" * 100
+        data = msgpack.packb(record, use_bin_type=True)
+    path.write_bytes(data)
+    with pytest.raises(UsageError) as info:
+        store.load()
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and "move it away" in message
+
+
+def _uploads(seed: int, persons: int, port: int) -> list:
+    rng = random.Random(seed)
+    body = "\n".join(rid(rng) for _ in range(persons)).encode()
+    return tcp_conversation(INSIDE, OUTSIDE, port, [post(body, "text/plain")], [b"HTTP/1.1 200 OK\r\n\r\n"])
+
+
+def _persons(output: str) -> int:
+    # Resident ID numbers are sensitive personal information under the default profile.
+    match = re.search(r"~([\d,]+) persons' sensitive personal information", output)
+    assert match, output
+    return int(match.group(1).replace(",", ""))
+
+
+def test_replays_sharing_a_ledger_count_each_person_once(tmp_path: Path):
+    ledger = tmp_path / "state" / "ledger.msgpack"
+    ledger.parent.mkdir()
+    first, second = _uploads(1, 40, 41000), _uploads(2, 25, 41001)
+    # Estimates (HyperLogLog, 4096 registers): exact up to a register collision or two at this size.
+    _, out = replay(tmp_path, first, "--ledger", str(ledger))
+    once = _persons(out)
+    assert abs(once - 40) <= 2 and f"in the ledger {ledger}" in out
+    _, out = replay(tmp_path, first, "--ledger", str(ledger))         # the same persons again
+    assert _persons(out) == once                                      # not one more
+    _, out = replay(tmp_path, second, "--ledger", str(ledger), "--workers", "2")
+    assert abs(_persons(out) - 65) <= 3
+    _, out = replay(tmp_path, first)                                  # no ledger: this input only
+    assert abs(_persons(out) - 40) <= 2 and "in this input" in out
+    ledger.write_bytes(b"not a ledger")
+    import subprocess
+    import sys
+
+    from tests.streams import PROJECT_ROOT
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(tmp_path / "in.pcap"), "--ledger",
+                             str(ledger), "--eve", str(tmp_path / "eve.json")], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("move it away to start the year's counts again")
