@@ -431,6 +431,7 @@ class Pipeline:
             return
         event = alert_event(flow, findings.event_fields(), pcap_filename=self.source_names[flow.source],
                             app_proto=self._session(flow).event_app_proto(), direction=self._direction(flow))
+        event.update(self._session(flow).event_fields())     # tls.sni, http.hostname: where it went
         event["geo"] = geo
         event["transfer"] = transfer.event_fields()
         alert = event["alert"]
@@ -447,12 +448,15 @@ class Pipeline:
 
     def _transfer(self, flow: Flow) -> Transfer:
         """The register's word on the outside party, by address and every name known for it:
-        the TLS SNI, then what DNS answered for the address (before the flow started)."""
+        the TLS SNI or the HTTP Host, then what DNS answered for the address (before the flow started)."""
         outside = flow.server if flow.client in self.internal else flow.client
         names: list[str] = []
         session = flow.consumer
-        if isinstance(session, AppSession) and session.sni:
-            names.append(session.sni)
+        if isinstance(session, AppSession):
+            if session.sni:
+                names.append(session.sni)
+            elif session.http_host:
+                names.append(session.http_host)
         if self.passive_dns is not None:
             names += self.passive_dns.names(outside, flow.start)
         return self.register.lookup(outside, names, flow.start)

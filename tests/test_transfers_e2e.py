@@ -179,3 +179,25 @@ def test_dns_answers_are_parsed_only_when_a_register_matches_host_names(tmp_path
         remembered[label] = (pipeline.passive_dns.responses,
                              pipeline.passive_dns.names(bytes(map(int, BY_NAME.split("."))), int(T0 * 1e6)))
     assert remembered == {"none": (0, ()), "cidrs": (0, ()), "hosts": (1, ("files.partner.example",))}
+
+
+def test_http_host_names_the_destination_for_the_register_and_the_events(tmp_path: Path):
+    """No SNI and no DNS answer for the address: the Host header of the request names it."""
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    rng = random.Random(11)
+    body = "\n".join(rid(rng) for _ in range(3)).encode()
+    request = (b"POST /upload HTTP/1.1\r\nHost: Upload.Partner.Example.:8080\r\nContent-Type: text/plain\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    by_host = "5.9.30.30"
+    packets = tcp_conversation(INSIDE, by_host, 42000, [request], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0)
+    events, _ = replay(tmp_path, packets, "--register", str(register))
+    flow, alert = _by_dest(events, "flow")[by_host], _by_dest(events, "alert")[by_host]
+    assert flow["http"] == {"hostname": "upload.partner.example"} == alert["http"]
+    assert alert["transfer"]["entry"] == "partner-by-name" and alert["transfer"]["status"] == "denied"
+    # Without the header the same upload matches nothing.
+    bare = request.replace(b"Host: Upload.Partner.Example.:8080\r\n", b"")
+    events, _ = replay(tmp_path, tcp_conversation(INSIDE, by_host, 42000, [bare], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0),
+                       "--register", str(register))
+    assert "http" not in _by_dest(events, "flow")[by_host]
+    assert _by_dest(events, "alert")[by_host]["transfer"]["status"] == "none"

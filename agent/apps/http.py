@@ -205,6 +205,19 @@ def _parse_fields(block: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
+def _host_name(value: bytes) -> str | None:
+    """The name in a Host header: lower-case, no port, no trailing dot; None for an address
+    literal (the flow's address says more) or an empty or oversized value. Not-ASCII bytes
+    are kept escaped, as the TLS SNI is: evidence, not to be dropped."""
+    host = value.strip()
+    if not host or host.startswith(b"["):
+        return None
+    host = host.split(b":", 1)[0].rstrip(b".").lower()
+    if not host or len(host) > 253 or host.replace(b".", b"").isdigit():
+        return None
+    return host.decode("utf-8", "backslashreplace")
+
+
 def _field_map(fields: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for name, value in fields:
@@ -904,11 +917,12 @@ def _body_stage(sink: _Sink, part: int, ctype: bytes | None, codings: list[bytes
 class HttpParser:
     """Both directions of one HTTP/1.x connection → decoded content chunks (see module docstring)."""
 
-    __slots__ = ("anomalies", "limits", "_sides", "_methods", "_closed")
+    __slots__ = ("anomalies", "limits", "host", "_sides", "_methods", "_closed")
 
     def __init__(self, anomalies: Counter[str], limits: HttpLimits = HttpLimits()) -> None:
         self.anomalies = anomalies
         self.limits = limits
+        self.host: str | None = None             # Host of the connection's first request that has one
         self._sides = (_Side(TOSERVER), _Side(TOCLIENT))
         # Methods of requests whose response has not been seen: HEAD/CONNECT change response framing.
         self._methods: deque[bytes] = deque(maxlen=_MAX_PENDING_METHODS)
@@ -1184,6 +1198,8 @@ class HttpParser:
         m = _REQUEST_LINE.fullmatch(line)
         assert m is not None
         method, target = m.group(1), m.group(2)
+        if self.host is None and b"host" in hdr:
+            self.host = _host_name(hdr[b"host"])
         part = side.new_part()
         sink = _Sink(side, self.limits, self.anomalies)
         sink.meta("http.uri", part, _decode_url(target) + b"\n")

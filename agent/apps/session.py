@@ -34,7 +34,7 @@ from agent.apps import PARSERS
 from agent.apps.charsets import Utf16Text, utf16_to_utf8
 from agent.apps.detect import detect_tcp, detect_udp
 from agent.apps.ftp import FtpDataInfo, FtpExpectation, FtpParser
-from agent.apps.http import Chunk
+from agent.apps.http import Chunk, HttpParser
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
 from agent.reassembly import TOCLIENT, TOSERVER
 from classifiers.engine import ScanStream
@@ -192,9 +192,17 @@ class AppSession:
             return self.app_proto
         return "failed" if self.seen[TOSERVER] or self.seen[TOCLIENT] else None
 
+    @property
+    def http_host(self) -> str | None:
+        parser = self._parser
+        return parser.host if isinstance(parser, HttpParser) else None
+
     def event_fields(self) -> dict[str, Any]:
         if self.sni:
             return {"tls": {"sni": self.sni}}
+        host = self.http_host
+        if host:
+            return {"http": {"hostname": host}}
         if self.ftp_data is not None:
             return {"ftp_data": self.ftp_data.event_fields()}
         return {}

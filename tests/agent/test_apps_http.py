@@ -638,3 +638,25 @@ def test_split_points(name: str) -> None:
         if joined(chunks) != ref or anomalies != ref_anomalies:
             cut = next(i for i, (a, b) in enumerate(zip(variant, items)) if a != b)
             pytest.fail(f"split in feed {cut} at {len(variant[cut][1])}: {joined(chunks)} != {ref}")
+
+
+@pytest.mark.parametrize("value, expected", [
+    (b"example.com", "example.com"),
+    (b" Files.Example.COM.:443 ", "files.example.com"),
+    (b"203.0.113.7:8080", None),                 # an address literal: the flow's address says more
+    (b"[2001:db8::1]:443", None),
+    (b"", None),
+    (b"x" * 300, None),
+    (b"caf\xc3\xa9.example", "café.example"),
+    (b"bad\xff.example", "bad\\xff.example"),
+])
+def test_host_header_names(value, expected):
+    from agent.apps.http import _host_name
+    assert _host_name(value) == expected
+
+
+def test_parser_keeps_the_first_host_of_the_connection():   # direction 0: to the server
+    parser = HttpParser(Counter())
+    parser.feed(0, b"GET / HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\nHost: one.example\r\n\r\n"
+                          b"GET /b HTTP/1.1\r\nHost: two.example\r\n\r\n")
+    assert parser.host == "one.example"
