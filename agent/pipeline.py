@@ -190,7 +190,9 @@ class Pipeline:
         client_inside = flow.client in internal
         if client_inside == (flow.server in internal):
             # Both inside or both outside: not a transfer out of the network.
-            if flow.proto == PROTO_UDP and flow.sport == _DNS_PORT and self._passive_dns_wanted() is not None:
+            # Always, not only while a register reads passive DNS: a register that starts to
+            # (SIGHUP) must find the answers of DNS flows that were already open.
+            if flow.proto == PROTO_UDP and flow.sport == _DNS_PORT and self.passive_dns is not None:
                 return _DNS_ONLY       # type: ignore[return-value]
             return None
         findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes,

@@ -201,3 +201,28 @@ def test_http_host_names_the_destination_for_the_register_and_the_events(tmp_pat
                        "--register", str(register))
     assert "http" not in _by_dest(events, "flow")[by_host]
     assert _by_dest(events, "alert")[by_host]["transfer"]["status"] == "none"
+
+
+def test_dns_answers_reach_a_register_that_starts_matching_names_on_reload(tmp_path: Path):
+    """A DNS flow open before SIGHUP: its answer after the reload still feeds passive DNS."""
+    from agent.config import load
+    from agent.pipeline import Pipeline
+    from agent.stats import Stats
+
+    register = tmp_path / "register.yaml"
+    register.write_text("version: 1\ndestinations: []\n")
+    pipeline = Pipeline(load(None, {}, {"register": str(register)}), [], Stats())
+    query = (Ether() / IP(src=INSIDE, dst=RESOLVER) / UDP(sport=53000, dport=53)
+             / DNS(id=1, qd=DNSQR(qname="files.partner.example")))
+    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53000)
+              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
+                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
+    t0 = int(T0 * 1e6)
+    # Query and answer before the reload (not needed then), the same again after it: by then
+    # the flow is established, and only a flow marked for passive DNS leaves the fast path.
+    pipeline.run_frames([(t0, 1, memoryview(bytes(query))), (t0 + 1000, 1, memoryview(bytes(answer)))])
+    register.write_text(REGISTER)
+    pipeline.reload()
+    pipeline.run_frames([(t0 + 2000, 1, memoryview(bytes(query))), (t0 + 3000, 1, memoryview(bytes(answer)))])
+    assert pipeline.passive_dns is not None
+    assert pipeline.passive_dns.names(bytes(map(int, BY_NAME.split("."))), t0 + 4000) == ("files.partner.example",)

@@ -210,7 +210,10 @@ def _host_name(value: bytes) -> str | None:
     literal (the flow's address says more) or an empty or oversized value. Not-ASCII bytes
     are kept escaped, as the TLS SNI is: evidence, not to be dropped."""
     host = value.strip()
-    if not host or host.startswith(b"["):
+    # An address literal ("[v6]", a bare v6 with several colons), or several values
+    # (duplicate Host fields are joined with ", "): no one name to go by.
+    if not host or host.startswith(b"[") or host.count(b":") > 1 or b"," in host or b" " in host \
+            or b"\t" in host:
         return None
     host = host.split(b":", 1)[0].rstrip(b".").lower()
     if not host or len(host) > 253 or host.replace(b".", b"").isdigit():

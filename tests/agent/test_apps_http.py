@@ -645,6 +645,9 @@ def test_split_points(name: str) -> None:
     (b" Files.Example.COM.:443 ", "files.example.com"),
     (b"203.0.113.7:8080", None),                 # an address literal: the flow's address says more
     (b"[2001:db8::1]:443", None),
+    (b"fe80::1", None),
+    (b"a.example, b.example", None),            # two Host fields, joined
+    (b"a.example b.example", None),
     (b"", None),
     (b"x" * 300, None),
     (b"caf\xc3\xa9.example", "café.example"),
