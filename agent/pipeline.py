@@ -47,6 +47,7 @@ ProgressFn = Callable[[int, int, str], None]   # (bytes done, bytes total, curre
 Frame = tuple[int, int, memoryview]             # (timestamp µs, link type, frame bytes)
 _len_frag = struct.Struct("!2xH2xH").unpack_from  # IPv4 total length and fragment field
 _AFTER_LAST_FRAME = 1 << 62
+_STRICTNESS = {"covered": 0, "none": 1, "expired": 2, "denied": 3}   # register verdicts, mildest first
 _DNS_PORT = 53
 # The consumer of UDP/53 flows that do not cross the boundary: no app session, but not None, so
 # the fast path leaves every DNS response to the slow path, which feeds the passive DNS map.
@@ -449,19 +450,25 @@ class Pipeline:
             stats.alerts_by[match["class"], severity] += 1
 
     def _transfer(self, flow: Flow) -> Transfer:
-        """The register's word on the outside party, by address and every name known for it:
-        the TLS SNI or the HTTP Host, then what DNS answered for the address (before the flow started)."""
-        outside = flow.server if flow.client in self.internal else flow.client
-        names: list[str] = []
+        """The register's word on the outside party: by its address and the names DNS answers
+        seen on the wire gave that address (before the flow started).
+
+        The name a client claims itself (TLS SNI, HTTP Host) can only make the verdict stricter
+        (expired, denied), never cover a transfer: any client can send any name to any
+        address, and an upload must not go unalerted because it says it is for a partner.
+        Only egress flows have one: on ingress flows it names the inside server."""
+        egress = flow.client in self.internal
+        outside = flow.server if egress else flow.client
+        observed = self.passive_dns.names(outside, flow.start) if self.passive_dns is not None else ()
+        transfer = self.register.lookup(outside, observed, flow.start)
         session = flow.consumer
-        if isinstance(session, AppSession):
-            if session.sni:
-                names.append(session.sni)
-            elif session.http_host:
-                names.append(session.http_host)
-        if self.passive_dns is not None:
-            names += self.passive_dns.names(outside, flow.start)
-        return self.register.lookup(outside, names, flow.start)
+        if egress and isinstance(session, AppSession) and transfer.status != "denied":
+            claimed = session.sni or session.http_host
+            if claimed:
+                by_claim = self.register.lookup(outside, (claimed, *observed), flow.start)
+                if _STRICTNESS[by_claim.status] > _STRICTNESS[transfer.status]:
+                    transfer = by_claim
+        return transfer
 
     def _finish_flow(self, flow: Flow) -> None:
         session = flow.consumer

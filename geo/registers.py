@@ -186,12 +186,13 @@ class Register:
 
     @property
     def matches_names(self) -> bool:
-        """Whether any entry names hosts: otherwise hostnames (SNI, passive DNS) change no answer."""
+        """Whether any entry names hosts: otherwise hostnames (SNI, Host, passive DNS) change no answer."""
         return bool(self._exact or self._wild)
 
     def lookup(self, ip: bytes, hostnames: Sequence[str], at_us: int) -> Transfer:
         """The transfer status for a destination address (packed, 4 or 16 bytes) known by
-        these hostnames (SNI, HTTP Host, passive DNS; most reliable first) at packet time."""
+        these hostnames at packet time (the caller decides which names it trusts, see
+        `Pipeline._transfer`)."""
         if not self.size:
             return NO_TRANSFER
         key = (ip, hostnames if type(hostnames) is tuple else tuple(hostnames))

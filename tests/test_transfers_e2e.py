@@ -226,3 +226,28 @@ def test_dns_answers_reach_a_register_that_starts_matching_names_on_reload(tmp_p
     pipeline.run_frames([(t0 + 2000, 1, memoryview(bytes(query))), (t0 + 3000, 1, memoryview(bytes(answer)))])
     assert pipeline.passive_dns is not None
     assert pipeline.passive_dns.names(bytes(map(int, BY_NAME.split("."))), t0 + 4000) == ("files.partner.example",)
+
+
+def test_a_claimed_name_never_covers_a_transfer_but_a_dns_answer_does(tmp_path: Path):
+    """SNI and Host are the client's word: naming a covered partner does not silence the alert;
+    the same name given to that address by a DNS answer seen on the wire does."""
+    register = tmp_path / "register.yaml"
+    register.write_text("version: 1\ndestinations:\n  - name: trusted-by-name\n    hosts: ['*.trusted.example']\n"
+                        "    basis: standard_contract\n    filed: 2025-01-01\n")
+    rng = random.Random(12)
+    body = "\n".join(rid(rng) for _ in range(3)).encode()
+    request = (b"POST /upload HTTP/1.1\r\nHost: upload.trusted.example\r\nContent-Type: text/plain\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    server = "5.9.40.40"
+    upload = tcp_conversation(INSIDE, server, 42001, [request], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0)
+    events, _ = replay(tmp_path, upload, "--register", str(register))
+    assert _by_dest(events, "flow")[server]["transfer"]["status"] == "none"
+    assert server in _by_dest(events, "alert")                      # claimed, not covered: alerted
+    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53001)
+              / DNS(id=2, qr=1, qd=DNSQR(qname="upload.trusted.example"),
+                    an=DNSRR(rrname="upload.trusted.example", type="A", rdata=server, ttl=300)))
+    answer.time = T0 - 1
+    events, _ = replay(tmp_path, [answer] + upload, "--register", str(register))
+    assert _by_dest(events, "flow")[server]["transfer"]["entry"] == "trusted-by-name"
+    assert _by_dest(events, "flow")[server]["transfer"]["status"] == "covered"
+    assert server not in _by_dest(events, "alert")
