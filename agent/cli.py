@@ -368,5 +368,21 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `egresswatch` command: main(), then exit without tearing the interpreter down.
+
+    Every file, socket and sink is closed by the time main() returns; what teardown would do
+    is free the objects of a large replay one by one and collect them (1.2 s after a 10 s
+    replay of 300 MB with 30k flows), which the operating system does at once."""
+    status = main()
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):
+        pass                      # the reader went away: nothing left to say to it
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

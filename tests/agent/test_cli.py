@@ -215,3 +215,21 @@ def test_gzip_compressed_capture_gives_the_same_events(capture: Path, tmp_path: 
     assert main(["replay", str(packed), "--eve", str(gz_out), "-q"]) == 0
     strip = lambda text: [{k: v for k, v in json.loads(l).items() if k != "pcap_filename"} for l in text.splitlines()]
     assert strip(plain_out.read_text()) == strip(gz_out.read_text())
+
+
+def test_the_command_flushes_everything_before_its_fast_exit(tmp_path: Path):
+    """`egresswatch` ends with os._exit (no interpreter teardown): every EVE line on stdout, the
+    summary on stderr and the exit status must still arrive whole."""
+    sample = PROJECT_ROOT / "samples" / "sample-egress.pcap"
+    to_file = tmp_path / "eve.json"
+    assert main(["replay", str(sample), "--eve", str(to_file), "-q"]) == 0
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(sample), "--eve", "-"],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert result.stdout.endswith("\n") and len(lines) == len(to_file.read_text().splitlines()) > 10
+    assert all(json.loads(line)["event_type"] in ("flow", "alert") for line in lines)
+    assert re.search(r"egresswatch: [\d,]+ packets", result.stderr)
+    missing = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(tmp_path / "none.pcap")],
+                             capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
