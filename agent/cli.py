@@ -94,7 +94,8 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
                              "(deploy/registers.example.yaml; env EGRESSWATCH_REGISTER)")
     parser.add_argument("--ledger", metavar="FILE",
                         help="keep the year's cross-border person counts in FILE across runs (read at the "
-                             "start, written at the end; the live agent also every minute); env EGRESSWATCH_LEDGER")
+                             "start, written at the end; the live agent also every minute); off: this run only "
+                             "(default auto: in $STATE_DIRECTORY under systemd, else off; env EGRESSWATCH_LEDGER)")
     parser.add_argument("--syslog", metavar="HOST:PORT",
                         help="also send alerts to this RFC 5424 syslog receiver (spooled on disk while it is "
                              "down; [syslog] in the config; env EGRESSWATCH_SYSLOG)")
@@ -216,13 +217,16 @@ def _replay(args: argparse.Namespace) -> int:
     from agent.report import Progress, ledger_lines, summary_line
     from classifiers.classes import SENSITIVITY_PROFILES
     from agent.workers import replay_parallel
-    from geo.ledger import LedgerFile, TransferLedger
+    from geo.ledger import LedgerFile, TransferLedger, ledger_path
 
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
-    ledger_file = LedgerFile(config.ledger) if config.ledger else None
-    digest_key, earlier = ledger_file.load() if ledger_file else (None, TransferLedger())
+    path = ledger_path(config.ledger)
+    ledger_file = LedgerFile(path) if path else None
+    digest_key, earlier = None, TransferLedger()
     if ledger_file is not None:
+        ledger_file.lock()
         ledger_file.check_writable()
+        digest_key, earlier = ledger_file.load()
     captures = open_captures(args.pcaps)
     _warn_if_stale(config.geoip_db)
     exporters = open_exporters(config, append=False)

@@ -37,7 +37,7 @@ from agent.errors import UsageError
 from agent.metrics import CaptureCounters, SinkCounters, Snapshot, latest_transfer_summary
 from agent.pipeline import Exporter, Pipeline, compile_rules
 from agent.stats import Stats
-from geo.ledger import LedgerFile, TransferLedger
+from geo.ledger import LedgerFile, TransferLedger, ledger_path
 
 logger = logging.getLogger("egresswatch")
 
@@ -153,8 +153,12 @@ class Supervisor:
         self.batches = [_Batch() for _ in self.rings]
         # The year's counts so far, and the key the workers' value digests must share with them
         # (and with each other) for sketches to merge; without a ledger file, a fresh key.
-        self.ledger_file = LedgerFile(config.ledger) if config.ledger else None
-        digest_key, self.earlier = self.ledger_file.load() if self.ledger_file else (os.urandom(16), TransferLedger())
+        path = ledger_path(config.ledger)
+        self.ledger_file = LedgerFile(path) if path else None
+        digest_key, self.earlier = os.urandom(16), TransferLedger()
+        if self.ledger_file is not None:
+            self.ledger_file.lock()              # held by the supervisor and its workers until exit
+            digest_key, self.earlier = self.ledger_file.load()
         self.digest_key = digest_key
         self.next_ledger_save = time.monotonic() + _LEDGER_SAVE_EVERY_S
         rules = compile_rules(config)           # once for all workers
@@ -245,7 +249,6 @@ class Supervisor:
                         del self.connections[conn]  # type: ignore[arg-type]
         for process in self.processes:
             process.join(timeout=5)
-        self.save_ledger()               # after the workers' last snapshots
         return 1 if failed else 0
 
     def save_ledger(self) -> None:
@@ -320,6 +323,7 @@ def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool =
         supervisor.start()
         status = supervisor.run()
     finally:
+        supervisor.save_ledger()          # after the workers' last snapshots, and whatever failed
         for exporter in exporters:
             exporter.close()
         if server is not None:

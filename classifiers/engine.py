@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -135,67 +134,105 @@ class Engine:
         return h.hexdigest()[:24]
 
     def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
-        cache = _trusted_directory(Path(cache_dir)) if cache_dir else None
-        path = cache / f"rules-{self._fingerprint()}.hsdb" if cache is not None else None
-        if path is not None and _trusted_file(path):
-            try:
-                database = hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_STREAM)
-                # A deserialized database comes without the scratch that compile() allocates.
-                database.scratch = hyperscan.Scratch(database)
-                return database
-            except Exception as exc:      # stale, foreign or damaged file: recompile
-                logger.warning("ignoring unusable rule cache %s: %s", path, exc)
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
-        patterns, flags = expressions(self.rules)
+        cache = _RuleCache.open(Path(cache_dir)) if cache_dir else None
+        name = f"rules-{self._fingerprint()}.hsdb"
         try:
-            database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
-                             flags=flags)
-        except hyperscan.error as exc:
-            raise UsageError(f"cannot compile the classification rules: {exc}") from None
-        if path is not None:
+            data = cache.read(name) if cache is not None else None
+            if data is not None:
+                try:
+                    database = hyperscan.loadb(data, mode=hyperscan.HS_MODE_STREAM)
+                    # A deserialized database comes without the scratch that compile() allocates.
+                    database.scratch = hyperscan.Scratch(database)
+                    return database
+                except Exception as exc:      # stale, foreign or damaged file: recompile
+                    logger.warning("ignoring unusable rule cache %s: %s", cache.path / name, exc)
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
+            patterns, flags = expressions(self.rules)
             try:
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rules-", suffix=".tmp")
-                with os.fdopen(fd, "wb") as out:
-                    out.write(hyperscan.dumpb(database))
-                os.replace(tmp, path)
-            except OSError as exc:
-                logger.warning("cannot write rule cache %s: %s", path, exc)
-        return database
+                database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+                                 flags=flags)
+            except hyperscan.error as exc:
+                raise UsageError(f"cannot compile the classification rules: {exc}") from None
+            if cache is not None:
+                cache.write(name, hyperscan.dumpb(database))
+            return database
+        finally:
+            if cache is not None:
+                cache.close()
 
 
 def cache_directory(setting: str) -> Path | None:
-    """The rule cache directory a `rule_cache` setting names: "auto" is $XDG_CACHE_HOME/egresswatch
-    (else ~/.cache/egresswatch, the XDG default), "off" is none, anything else a directory."""
+    """The rule cache directory a `rule_cache` setting names: "auto" is the cache directory
+    systemd gives the service ($CACHE_DIRECTORY), else $XDG_CACHE_HOME/egresswatch, else
+    ~/.cache/egresswatch (the XDG default); "off" is none; anything else a directory."""
     if setting in ("", "off", "none"):
         return None
     if setting != "auto":
         return Path(setting)
+    service = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if service:
+        return Path(service)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "egresswatch"
 
 
-# A compiled database is native code's input: loading one that someone else could have written
-# would hand them the scanner. Only directories and files of this user, writable by no one else.
-def _trusted_directory(path: Path) -> Path | None:
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    except OSError as exc:
-        logger.warning("rule cache %s unusable, compiling every start: %s", path, exc.strerror or exc)
-        return None
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        logger.warning("rule cache %s not used: it must belong to this user and be writable by no one else",
-                       path)
-        return None
-    return path
+class _RuleCache:
+    """The cache directory, held open. A compiled database is native code's input: loading one
+    that someone else wrote would hand them the scanner. So the directory and the file are
+    checked on the descriptors that are then read (no path is looked up twice, no symlink
+    followed): owned by this user or root, writable by no one else."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: Path) -> _RuleCache | None:
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            logger.warning("rule cache %s unusable, compiling the rules: %s", path, exc.strerror or exc)
+            return None
+        if not _trusted(os.fstat(fd)):
+            os.close(fd)
+            logger.warning("rule cache %s not used: it must belong to this user (or root) and be writable "
+                           "by no one else", path)
+            return None
+        return cls(path, fd)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or not _trusted(st):
+                return None
+            return fh.read()
+
+    def write(self, name: str, data: bytes) -> None:
+        tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=self.fd)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            logger.warning("cannot write rule cache %s: %s", self.path / name, exc.strerror or exc)
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
-def _trusted_file(path: Path) -> bool:
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid in (os.geteuid(), 0) and not st.st_mode & 0o022
 
 
 class ScanStream:

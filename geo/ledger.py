@@ -13,7 +13,8 @@ them three times, while the largest class is a lower bound of the persons concer
 that identify no person by themselves (USCC: companies) do not count. Estimates carry the
 sketch's error (1.04/sqrt(4096) = 1.6 %); near a threshold, read them as such.
 
-Across restarts (`LedgerFile`, option `ledger`): the sketches are worthless without the key
+Across restarts (`LedgerFile`, option `ledger`; under systemd by default the service's state
+directory): the sketches are worthless without the key
 the value digests were made with (the same person under another key is another person), so
 the file holds both, written atomically (0600) every minute by the live agent and at every
 stop, and at the end of a replay. A file that cannot be read stops the start: carrying on with
@@ -22,6 +23,7 @@ empty counts would understate the year without anyone noticing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterable
@@ -115,10 +117,29 @@ DIGEST_KEY_BYTES = 16
 
 
 class LedgerFile:
-    """One file holding a `TransferLedger` and the digest key its sketches were made with."""
+    """One file holding a `TransferLedger` and the digest key its sketches were made with.
+
+    One writer at a time: `lock()` takes an exclusive lock on FILE.lock for as long as this
+    process (and the workers it forks) lives, so a replay given the live agent's ledger is
+    refused instead of one of them overwriting the other's counts."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock_fd = -1
+
+    def lock(self) -> None:
+        lock_path = self.path + ".lock"
+        try:
+            # Read-only and world-readable: whichever user runs the agent next can lock it too.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot lock the ledger {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"the ledger {self.path} is in use by another egresswatch (lock {lock_path})") from None
+        self._lock_fd = fd
 
     def load(self) -> tuple[bytes, TransferLedger]:
         """The key and ledger in the file; a new random key and an empty ledger when there is
@@ -137,11 +158,20 @@ class LedgerFile:
                              "counts again") from None
 
     def save(self, key: bytes, ledger: TransferLedger) -> None:
-        """Atomically: the previous file stays whole until the new one is complete on disk."""
+        """Atomically: the previous file stays whole until the new one is complete on disk.
+        Run as root over a file another user owns (a replay by an administrator on the agent's
+        ledger), the new file keeps that owner, so the agent can still read it."""
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ledger-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
+                if os.geteuid() == 0:
+                    try:
+                        owner = os.stat(self.path)
+                    except FileNotFoundError:
+                        pass
+                    else:
+                        os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
                 out.write(_encode(key, ledger))
                 out.flush()
                 os.fsync(out.fileno())
@@ -152,6 +182,11 @@ class LedgerFile:
             except OSError:
                 pass
             raise
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)           # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
 
     def check_writable(self) -> None:
         """Before a run that will save: a directory we cannot write is a usage error now, not a
@@ -159,6 +194,17 @@ class LedgerFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.access(directory, os.W_OK | os.X_OK):
             raise UsageError(f"cannot write the ledger {self.path}: its directory is not writable")
+
+
+def ledger_path(setting: str) -> str | None:
+    """The ledger file a `ledger` setting names: "auto" is ledger.msgpack in the state directory
+    systemd gives the service ($STATE_DIRECTORY), and none outside such a service; "off" is none."""
+    if setting in ("", "off", "none"):
+        return None
+    if setting != "auto":
+        return setting
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return os.path.join(state, "ledger.msgpack") if state else None
 
 
 def _encode(key: bytes, ledger: TransferLedger) -> bytes:

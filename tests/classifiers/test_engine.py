@@ -225,11 +225,17 @@ def test_database_cache_that_others_can_write_is_not_used(tmp_path, monkeypatch,
     Engine(cache_dir=cache)
     assert not loads
     cached.chmod(0o600)
+    other = cache / "elsewhere.hsdb"
+    cached.rename(other)
+    cached.symlink_to(other)                              # a symlink in place of the file: not followed
+    Engine(cache_dir=cache)
+    assert not loads and not cached.is_symlink()          # compiled, and a real file written over it
     os.truncate(cached, 100)                              # damaged: compiled again, and replaced
     engine = Engine(cache_dir=cache)
     assert loads == [100] and "ignoring unusable rule cache" in caplog.text
     assert classes(found(engine, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
     assert cached.stat().st_size > 100
+    assert not list(cache.glob(".*.tmp"))                 # no temporary file left behind
 
 
 def test_rule_cache_setting(monkeypatch):
@@ -239,6 +245,9 @@ def test_rule_cache_setting(monkeypatch):
     from classifiers.engine import cache_directory
     assert cache_directory("off") is None and cache_directory("") is None
     assert cache_directory("/srv/cache") == Path("/srv/cache")
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/egresswatch")      # systemd's CacheDirectory=
+    assert cache_directory("auto") == Path("/var/cache/egresswatch")
+    monkeypatch.delenv("CACHE_DIRECTORY")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
     assert cache_directory("auto") == Path("/xdg/egresswatch")
     monkeypatch.delenv("XDG_CACHE_HOME")

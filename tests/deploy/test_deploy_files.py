@@ -244,11 +244,10 @@ def test_unit_sandbox():
     assert set(unit_value("ReadWritePaths").split()) == {"/var/log/egresswatch", "/var/lib/egresswatch",
                                                          "/var/cache/egresswatch"}
     assert unit_value("LogsDirectory") == "egresswatch" and unit_value("StateDirectory") == "egresswatch"
-    # The rule cache: the service's own directory, which the agent trusts only when nobody else can write it.
+    # rule_cache and ledger "auto" (the defaults) use the directories systemd makes for the
+    # service ($CACHE_DIRECTORY, $STATE_DIRECTORY): nothing in the environment overrides the file.
     assert unit_value("CacheDirectory") == "egresswatch" and unit_value("CacheDirectoryMode") == "0700"
-    assert "EGRESSWATCH_RULE_CACHE=/var/cache/egresswatch" in unit_values("Environment")
-    # The ledger lives in the state directory, which the service's user owns.
-    assert "EGRESSWATCH_LEDGER=/var/lib/egresswatch/ledger.msgpack" in unit_values("Environment")
+    assert not [v for v in unit_values("Environment") if "RULE_CACHE" in v or "LEDGER" in v]
     assert set(unit_value("RestrictAddressFamilies").split()) == {"AF_PACKET", "AF_INET", "AF_INET6", "AF_UNIX",
                                                                  "AF_NETLINK"}
     assert unit_values("SystemCallFilter")[0] == "@system-service"

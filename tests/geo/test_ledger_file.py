@@ -105,3 +105,42 @@ def test_replays_sharing_a_ledger_count_each_person_once(tmp_path: Path):
                             cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("move it away to start the year's counts again")
+
+
+def test_one_writer_at_a_time(tmp_path: Path):
+    path = tmp_path / "ledger.msgpack"
+    first = LedgerFile(str(path))
+    first.lock()
+    with pytest.raises(UsageError, match="in use by another egresswatch"):
+        LedgerFile(str(path)).lock()
+    import subprocess
+    import sys
+
+    from tests.streams import PROJECT_ROOT
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(PROJECT_ROOT / "samples" /
+                             "sample-egress.pcap"), "--ledger", str(path), "--eve", str(tmp_path / "eve.json")],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 2 and "in use by another egresswatch" in result.stderr
+    assert not path.exists()                           # the refused run wrote nothing
+
+
+def test_ledger_setting(monkeypatch):
+    from geo.ledger import ledger_path
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert ledger_path("auto") is None and ledger_path("off") is None
+    assert ledger_path("/srv/ledger.msgpack") == "/srv/ledger.msgpack"
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/egresswatch:/var/lib/other")
+    assert ledger_path("auto") == "/var/lib/egresswatch/ledger.msgpack"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+                    reason="needs root: saving over another user's ledger keeps its owner")
+def test_root_saving_over_the_agents_ledger_keeps_its_owner(tmp_path: Path):
+    import os
+    path = tmp_path / "ledger.msgpack"
+    store = LedgerFile(str(path))
+    store.save(b"k" * 16, _ledger(5))
+    os.chown(path, 65534, 65534)
+    store.save(b"k" * 16, _ledger(9))
+    assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
+    assert store.load()[1] == _ledger(9)
