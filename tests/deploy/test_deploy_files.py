@@ -625,6 +625,11 @@ def test_containerfile_base_build_and_runtime_user():
     assert "libpcap0.8" in runtime_packages          # compile_bpf needs libpcap at run time
     exposed = [a for k, a in final if k == "EXPOSE"]
     assert exposed == [f"{MetricsListen().port}/tcp"]
+    # The default ledger ("auto") lands in the state volume, which the agent's user owns.
+    volumes = [json.loads(a) for k, a in final if k == "VOLUME"]
+    state = next(a.split("=", 1)[1] for k, a in final if k == "ENV" and a.startswith("STATE_DIRECTORY="))
+    assert volumes == [[state]] and f"-o egresswatch -g egresswatch -m 0750 {state}" in " ".join(
+        a for k, a in final if k == "RUN")
 
 
 def _entrypoint_and_cmd() -> tuple[list[str], list[str]]:
