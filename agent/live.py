@@ -34,7 +34,14 @@ from agent import privileges
 from agent.capture.afpacket import AfPacketRing, KernelStats
 from agent.config import Config
 from agent.errors import UsageError
-from agent.metrics import CaptureCounters, SinkCounters, Snapshot, latest_transfer_summary
+from agent.metrics import (
+    CaptureCounters,
+    SinkCounters,
+    Snapshot,
+    WorkerResources,
+    latest_transfer_summary,
+    own_resources,
+)
 from agent.pipeline import Exporter, Pipeline, compile_rules
 from agent.stats import Stats
 from geo.ledger import LedgerFile, TransferLedger, ledger_path
@@ -54,6 +61,7 @@ class WorkerSnapshot:
     flows_active: int
     reasm_memuse: int
     geoip_builds: dict[str, int] = field(default_factory=dict)
+    resources: WorkerResources | None = None
 
 
 class _Batch:
@@ -69,7 +77,7 @@ class _Batch:
         pass
 
 
-def _worker(ring: AfPacketRing, pipeline: Pipeline, batch: _Batch, conn: Connection) -> None:
+def _worker(index: int, ring: AfPacketRing, pipeline: Pipeline, batch: _Batch, conn: Connection) -> None:
     flags = {"stop": False, "reload": False}
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
@@ -91,13 +99,13 @@ def _worker(ring: AfPacketRing, pipeline: Pipeline, batch: _Batch, conn: Connect
                 pipeline.reload()
             if time.monotonic() >= next_snapshot:
                 next_snapshot = time.monotonic() + _SNAPSHOT_EVERY_S
-                conn.send(("snapshot", _snapshot(pipeline, ring)))
+                conn.send(("snapshot", _snapshot(pipeline, ring, index)))
         # Stop: what the kernel already put in the ring was captured, so it is processed too.
         while (frames := ring.next_block_frames(0)) is not None:
             pipeline.run_frames(frames, 0)
         pipeline.finish()
         conn.send(("events", batch.events))
-        conn.send(("done", _snapshot(pipeline, ring)))
+        conn.send(("done", _snapshot(pipeline, ring, index)))
     except BrokenPipeError:
         pass                                # the supervisor is gone; nothing left to tell
     finally:
@@ -105,11 +113,11 @@ def _worker(ring: AfPacketRing, pipeline: Pipeline, batch: _Batch, conn: Connect
         conn.close()
 
 
-def _snapshot(pipeline: Pipeline, ring: AfPacketRing) -> WorkerSnapshot:
+def _snapshot(pipeline: Pipeline, ring: AfPacketRing, index: int) -> WorkerSnapshot:
     pipeline.stats.rejected.clear()
     pipeline.stats.rejected.update(pipeline.engine.rejected)
     return WorkerSnapshot(pipeline.stats, ring.read_stats(), len(pipeline.flows), pipeline.flows.budget.used,
-                          dict(pipeline.geo.database_builds))
+                          dict(pipeline.geo.database_builds), own_resources(index))
 
 
 def _chown_tree(top: str, uid: int, gid: int) -> None:
@@ -183,6 +191,8 @@ class Supervisor:
             total.flows_active += worker.flows_active
             total.reasm_memuse += worker.reasm_memuse
             total.geoip_builds.update(worker.geoip_builds)
+            if worker.resources is not None:
+                total.workers.append(worker.resources)
         pipeline = self.pipelines[0]
         total.transfer_summary = latest_transfer_summary(total.stats, pipeline.jurisdiction, pipeline.sensitivity)
         total.sinks = [stats for exporter in self.exporters if (stats := _sink_counters(exporter)) is not None]
@@ -193,7 +203,7 @@ class Supervisor:
         for index, ring in enumerate(self.rings):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_worker, name=f"egresswatch-worker-{index}",
-                                      args=(ring, self.pipelines[index], self.batches[index], sender))
+                                      args=(index, ring, self.pipelines[index], self.batches[index], sender))
             process.start()
             sender.close()
             self.processes.append(process)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import os
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ from agent.errors import UsageError
 from agent.stats import SCAN_BUCKETS, Stats
 from geo.jurisdiction import MECHANISMS
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
 
 @dataclass(slots=True)
 class CaptureCounters:
@@ -67,6 +70,26 @@ class SinkCounters:
     retries: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerResources:
+    """What one capture worker process uses. process_* metrics describe the supervisor only,
+    and a worker at 100 % of its core is the warning sign that the ring will overflow next."""
+    index: int
+    cpu_seconds: float
+    resident_bytes: int
+
+
+def own_resources(index: int) -> WorkerResources:
+    """This process's CPU time so far and resident memory now (Linux /proc)."""
+    times = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            resident_pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        resident_pages = 0
+    return WorkerResources(index, times.user + times.system, resident_pages * _PAGE_SIZE)
+
+
 @dataclass(slots=True)
 class Snapshot:
     """Everything a scrape reports, summed over workers."""
@@ -77,6 +100,7 @@ class Snapshot:
     sinks: list[SinkCounters] = field(default_factory=list)
     geoip_builds: dict[str, int] = field(default_factory=dict)   # embedded|country|asn -> epoch
     transfer_summary: dict[str, Any] | None = None   # TransferLedger.summary() of the latest year
+    workers: list[WorkerResources] = field(default_factory=list)   # live capture: one per worker
 
 
 class AgentCollector(Collector):
@@ -114,6 +138,15 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                             "Odd or hostile traffic and limits that bit, by kind (dotted names).", ["kind"],
                             [((kind,), n) for kind, n in stats.anomalies.items() if not kind.endswith("_bytes")])
     yield _gauge("egresswatch_flows_active", "Flows in the flow tables now.", snap.flows_active)
+    if snap.workers:
+        yield _labelled_counter("egresswatch_worker_cpu_seconds_total",
+                                "CPU time (user + system) each capture worker process has used.", ["worker"],
+                                [((w.index,), w.cpu_seconds) for w in snap.workers])
+        resident = GaugeMetricFamily("egresswatch_worker_resident_memory_bytes",
+                                     "Resident memory of each capture worker process.", labels=["worker"])
+        for w in sorted(snap.workers, key=lambda w: w.index):
+            resident.add_metric([str(w.index)], w.resident_bytes)
+        yield resident
     yield _labelled_counter("egresswatch_flows_total",
                             "Ended flows that crossed the inside/outside boundary, by cross-border verdict.",
                             ["cross_border"], [((k,), n) for k, n in stats.flows_ended.items()])

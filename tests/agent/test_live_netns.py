@@ -152,6 +152,10 @@ def test_live_capture_alerts_metrics_privileges_and_clean_shutdown(netns_pair, s
         metrics = _scrape(inside, port)
         assert metrics["egresswatch_capture_kernel_drops_total"] == 0
         assert metrics["egresswatch_flows_active"] == replay_stats.flows     # none has timed out yet
+        # Each worker reports its own CPU time and memory (process_* is the supervisor's only).
+        for worker in ("0", "1"):
+            assert metrics[f'egresswatch_worker_cpu_seconds_total{{worker="{worker}"}}'] > 0
+            assert metrics[f'egresswatch_worker_resident_memory_bytes{{worker="{worker}"}}'] > 10 * 2**20
         for (class_id, severity), count in replay_stats.alerts_by.items():
             assert metrics[f'egresswatch_alerts_total{{class="{class_id}",severity="{severity}"}}'] == count
 

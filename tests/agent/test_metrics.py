@@ -161,3 +161,21 @@ def test_listener_with_tls_and_basic_auth(tmp_path: Path, replay_snapshot):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_worker_resources_are_their_own_and_labelled_by_index():
+    from agent.metrics import WorkerResources, own_resources
+    mine = own_resources(3)
+    spent = sum(i for i in range(300_000))          # some CPU time of this process, never none
+    later = own_resources(3)
+    assert spent and later.cpu_seconds >= mine.cpu_seconds > 0
+    assert 10 * 2**20 < mine.resident_bytes < 4 * 2**30     # a Python with this project loaded
+    families = _families(Snapshot(workers=[later, WorkerResources(0, 2.5, 123_456)]))
+    cpu = {s.labels["worker"]: s.value for s in families["egresswatch_worker_cpu_seconds"].samples
+           if s.name.endswith("_total")}
+    assert cpu == {"0": 2.5, "3": later.cpu_seconds}
+    assert families["egresswatch_worker_cpu_seconds"].type == "counter"
+    resident = families["egresswatch_worker_resident_memory_bytes"]
+    assert resident.type == "gauge" and {s.labels["worker"]: s.value for s in resident.samples} == \
+        {"0": 123_456, "3": later.resident_bytes}
+    assert "egresswatch_worker_cpu_seconds" not in _families(Snapshot())     # replay: no workers

@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import privileges
 from agent.cli import build_parser
 from agent.config import load
-from agent.metrics import AgentCollector, MetricsListen, SinkCounters, Snapshot
+from agent.metrics import AgentCollector, MetricsListen, SinkCounters, Snapshot, WorkerResources
 from tests.streams import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -73,13 +73,14 @@ METRICS = frozenset({
     "egresswatch_transfers_total", "egresswatch_sink_queue_depth", "egresswatch_sink_sent_events_total",
     "egresswatch_sink_dropped_events_total", "egresswatch_sink_spool_bytes",
     "egresswatch_scan_duration_seconds_bucket", "egresswatch_scan_duration_seconds_sum",
-    "egresswatch_scan_duration_seconds_count",
+    "egresswatch_scan_duration_seconds_count", "egresswatch_worker_cpu_seconds_total",
+    "egresswatch_worker_resident_memory_bytes",
 })
 PROCESS_METRICS = frozenset({"process_resident_memory_bytes", "process_cpu_seconds_total"})
 # Labels a dashboard may show or group by: the agent's bounded labels, `job` and `le`. Never
 # `instance` (a target address) or anything else that could be an address or a host name.
 DASHBOARD_LABELS = frozenset({"job", "le", "class", "jurisdiction", "severity", "sink", "direction",
-                              "cross_border", "database", "kind", "version", "status"})
+                              "cross_border", "database", "kind", "version", "status", "worker"})
 CAPTURE_CAPABILITIES = {"CAP_NET_RAW", "CAP_NET_ADMIN"}
 CAP_NET_ADMIN_BIT, CAP_NET_RAW_BIT = 12, 13
 
@@ -142,7 +143,8 @@ def exposed(tmp_path_factory) -> dict[str, set[str]]:
                             cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(lambda: Snapshot(sinks=[SinkCounters("webhook", 1, 2, 3, 4)])))
+    registry.register(AgentCollector(lambda: Snapshot(sinks=[SinkCounters("webhook", 1, 2, 3, 4)],
+                                                      workers=[WorkerResources(0, 1.5, 50_000_000)])))
     names: dict[str, set[str]] = {}
     for text in (textfile.read_text(), generate_latest(registry).decode()):
         for family in text_string_to_metric_families(text):
@@ -846,7 +848,7 @@ def test_every_alert_is_tested_firing_and_not_firing():
     names = {rule["alert"] for rule in _alert_rules()}
     assert names == {"EgresswatchCaptureDropsHigh", "EgresswatchSensitiveDataCrossBorder",
                      "EgresswatchSinkDroppingEvents", "EgresswatchSinkQueueGrowing",
-                     "EgresswatchGeoipDatabaseStale", "EgresswatchAgentDown"}
+                     "EgresswatchGeoipDatabaseStale", "EgresswatchAgentDown", "EgresswatchWorkerSaturated"}
     cases = [case for test in yaml.safe_load(RULES_TEST.read_text())["tests"] for case in test["alert_rule_test"]]
     fired = {c["alertname"] for c in cases if c.get("exp_alerts")}
     quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
