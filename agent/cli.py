@@ -13,11 +13,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.config import Config, environment, load
 from agent.errors import RunError, UsageError
 from agent.stats import Stats
+
+if TYPE_CHECKING:                 # imported where used: `egresswatch --help` stays quick
+    from agent.capture.pcapfile import CaptureFile
+    from geo.ledger import LedgerFile, TransferLedger
 
 _EPILOG_REPLAY = """\
 examples:
@@ -84,8 +89,9 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
                         help="important-data rule pack (repeatable; env EGRESSWATCH_RULES, comma-separated)")
     parser.add_argument("--rule-cache", metavar="DIR",
                         help="keep compiled rule databases here, so that a start with the same rules skips "
-                             "compiling them: auto (default: $XDG_CACHE_HOME/egresswatch or "
-                             "~/.cache/egresswatch), a directory, or off (env EGRESSWATCH_RULE_CACHE)")
+                             "compiling them: auto (default: $CACHE_DIRECTORY under systemd, else "
+                             "$XDG_CACHE_HOME/egresswatch or ~/.cache/egresswatch), a directory, or off "
+                             "(env EGRESSWATCH_RULE_CACHE)")
     parser.add_argument("--sensitivity-profile", metavar="NAME",
                         help="which classes are sensitive PI: pipl-35273 (GB/T 35273-2020 Annex B, default) "
                              "or gbt-45574 (GB/T 45574-2025); env EGRESSWATCH_SENSITIVITY_PROFILE")
@@ -95,7 +101,8 @@ def _shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", metavar="FILE",
                         help="keep the year's cross-border person counts in FILE across runs (read at the "
                              "start, written at the end; the live agent also every minute); off: this run only "
-                             "(default auto: in $STATE_DIRECTORY under systemd, else off; env EGRESSWATCH_LEDGER)")
+                             "(default auto: the live agent's in $STATE_DIRECTORY under systemd, else off; "
+                             "replay only with a file named; env EGRESSWATCH_LEDGER)")
     parser.add_argument("--syslog", metavar="HOST:PORT",
                         help="also send alerts to this RFC 5424 syslog receiver (spooled on disk while it is "
                              "down; [syslog] in the config; env EGRESSWATCH_SYSLOG)")
@@ -212,22 +219,35 @@ def _fewer_collections() -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from agent.exporters import open_exporters
-    from agent.pipeline import Pipeline, jurisdiction_for, open_captures
-    from agent.report import Progress, ledger_lines, summary_line
-    from classifiers.classes import SENSITIVITY_PROFILES
-    from agent.workers import replay_parallel
+    from agent.pipeline import open_captures
     from geo.ledger import LedgerFile, TransferLedger, ledger_path
 
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
-    path = ledger_path(config.ledger)
+    # "auto" is the live agent's ledger in its state directory: a replay adds to a ledger only
+    # when given one by name (an investigation's capture is not this year's traffic by default).
+    path = ledger_path(config.ledger) if config.ledger != "auto" else None
     ledger_file = LedgerFile(path) if path else None
-    digest_key, earlier = None, TransferLedger()
-    if ledger_file is not None:
-        ledger_file.lock()
-        ledger_file.check_writable()
-        digest_key, earlier = ledger_file.load()
-    captures = open_captures(args.pcaps)
+    try:
+        digest_key, earlier = None, TransferLedger()
+        if ledger_file is not None:
+            ledger_file.lock()
+            ledger_file.check_writable()
+            digest_key, earlier = ledger_file.load()
+        captures = open_captures(args.pcaps)
+        return _replay_captures(args, config, captures, ledger_file, digest_key, earlier)
+    finally:
+        if ledger_file is not None:
+            ledger_file.close()
+
+
+def _replay_captures(args: argparse.Namespace, config: Config, captures: list[CaptureFile],
+                     ledger_file: LedgerFile | None, digest_key: bytes | None, earlier: TransferLedger) -> int:
+    from agent.exporters import open_exporters
+    from agent.pipeline import Pipeline, jurisdiction_for
+    from agent.report import Progress, ledger_lines, summary_line
+    from agent.workers import replay_parallel
+    from classifiers.classes import SENSITIVITY_PROFILES
+
     _warn_if_stale(config.geoip_db)
     exporters = open_exporters(config, append=False)
     _fewer_collections()
@@ -249,6 +269,9 @@ def _replay(args: argparse.Namespace) -> int:
             progress.clear()
         for exporter in exporters:
             exporter.close()          # network sinks drain for a bounded time, then keep the rest spooled
+    failures = [failure for exporter in exporters if (failure := getattr(exporter, "failure", None))]
+    if failures:
+        raise RunError(f"{failures[0]} (output incomplete)")
     scope = "in this input"
     if ledger_file is not None:
         assert digest_key is not None
@@ -382,9 +405,15 @@ def entry() -> None:
     logging.shutdown()
     try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        pass                      # the reader went away (| head): nothing left to say to it
+    except OSError as exc:        # a full disk or an I/O error: the output is incomplete
+        print(f"egresswatch: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        status = status or 1
+    try:
         sys.stderr.flush()
-    except (BrokenPipeError, OSError):
-        pass                      # the reader went away: nothing left to say to it
+    except OSError:
+        pass
     os._exit(status)
 
 

@@ -74,7 +74,7 @@ class Config:
     metrics: MetricsListen = field(default_factory=MetricsListen)
     metrics_textfile: str = ""           # replay: write the metrics here at the end (node-exporter textfile)
     register: str = ""                   # destination register (YAML, geo/registers.py); "" = none
-    ledger: str = "auto"                 # year's counts across runs: auto ($STATE_DIRECTORY/ledger.msgpack), a file, off
+    ledger: str = "auto"       # year's counts across runs: auto (live: $STATE_DIRECTORY/ledger.msgpack), a file, off
     alert_covered: bool = False          # alert also when the register covers the transfer
     passive_dns_addresses: int = 65_536  # addresses remembered from DNS answers; 0 = no passive DNS
     syslog: SyslogOptions | None = None   # RFC 5424 alert sink; None = off
@@ -293,8 +293,9 @@ def _set(config: Config, name: str, value: Any) -> Config:
     if name == "webhook_token":
         return replace(config, webhook=replace(config.webhook or WebhookOptions(), bearer_token=value))
     if name == "ledger":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             raise UsageError(f"ledger must be auto, off or a file path; got {value!r}")
+        value = value or "off"                   # "" (the first releases' default) is off
         return replace(config, ledger=value)
     if name == "rule_cache":
         if not isinstance(value, str) or not value:

@@ -166,7 +166,11 @@ class Supervisor:
         digest_key, self.earlier = os.urandom(16), TransferLedger()
         if self.ledger_file is not None:
             self.ledger_file.lock()              # held by the supervisor and its workers until exit
-            digest_key, self.earlier = self.ledger_file.load()
+            try:
+                digest_key, self.earlier = self.ledger_file.load()
+            except BaseException:
+                self.ledger_file.close()
+                raise
         self.digest_key = digest_key
         self.next_ledger_save = time.monotonic() + _LEDGER_SAVE_EVERY_S
         rules = compile_rules(config)           # once for all workers
@@ -334,6 +338,8 @@ def run_live(config: Config, *, user: str, drop_privileges: bool, strict: bool =
         status = supervisor.run()
     finally:
         supervisor.save_ledger()          # after the workers' last snapshots, and whatever failed
+        if supervisor.ledger_file is not None:
+            supervisor.ledger_file.close()
         for exporter in exporters:
             exporter.close()
         if server is not None:

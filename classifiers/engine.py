@@ -203,13 +203,15 @@ class _RuleCache:
 
     def read(self, name: str) -> bytes | None:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+            # O_NONBLOCK: a FIFO put in the place of the file must not hang the start.
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError:
             return None
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode) or not _trusted(st):
                 return None
+            os.set_blocking(fh.fileno(), True)
             return fh.read()
 
     def write(self, name: str, data: bytes) -> None:

@@ -128,9 +128,16 @@ class LedgerFile:
         self._lock_fd = -1
 
     def lock(self) -> None:
+        """Take the writer's lock (UsageError when another process holds it), after checking
+        that the path can be a ledger at all."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise UsageError(f"cannot use the ledger {self.path}: no directory {directory}")
+        if os.path.isdir(self.path):
+            raise UsageError(f"cannot use the ledger {self.path}: it is a directory")
         lock_path = self.path + ".lock"
         try:
-            # Read-only and world-readable: whichever user runs the agent next can lock it too.
+            # Read-only: whichever user runs the agent next can lock it too (made readable below).
             fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot lock the ledger {self.path}: {exc.strerror}") from None
@@ -139,7 +146,16 @@ class LedgerFile:
         except OSError:
             os.close(fd)
             raise UsageError(f"the ledger {self.path} is in use by another egresswatch (lock {lock_path})") from None
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)            # whatever the umask made of it
+            _hand_to_directory_owner(fd, directory)
         self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the writer's lock (also released when the process and its workers exit)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def load(self) -> tuple[bytes, TransferLedger]:
         """The key and ledger in the file; a new random key and an empty ledger when there is
@@ -159,8 +175,8 @@ class LedgerFile:
 
     def save(self, key: bytes, ledger: TransferLedger) -> None:
         """Atomically: the previous file stays whole until the new one is complete on disk.
-        Run as root over a file another user owns (a replay by an administrator on the agent's
-        ledger), the new file keeps that owner, so the agent can still read it."""
+        Run as root (a replay by an administrator on the agent's ledger), the file keeps its
+        owner, or a new one gets the directory's owner, so the agent can still read it."""
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ledger-", suffix=".tmp")
         try:
@@ -169,7 +185,7 @@ class LedgerFile:
                     try:
                         owner = os.stat(self.path)
                     except FileNotFoundError:
-                        pass
+                        _hand_to_directory_owner(out.fileno(), directory)
                     else:
                         os.fchown(out.fileno(), owner.st_uid, owner.st_gid)
                 out.write(_encode(key, ledger))
@@ -194,6 +210,16 @@ class LedgerFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.access(directory, os.W_OK | os.X_OK):
             raise UsageError(f"cannot write the ledger {self.path}: its directory is not writable")
+
+
+def _hand_to_directory_owner(fd: int, directory: str) -> None:
+    """As root, in a directory another user owns (the agent's state directory): give the file
+    to that user, so that the agent, started as that user, can open it."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    if st.st_uid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
 
 
 def ledger_path(setting: str) -> str | None:

@@ -251,3 +251,23 @@ def test_a_claimed_name_never_covers_a_transfer_but_a_dns_answer_does(tmp_path: 
     assert _by_dest(events, "flow")[server]["transfer"]["entry"] == "trusted-by-name"
     assert _by_dest(events, "flow")[server]["transfer"]["status"] == "covered"
     assert server not in _by_dest(events, "alert")
+
+
+def test_a_name_in_an_ingress_flow_names_the_inside_server_not_the_outside_party(tmp_path: Path):
+    """An outside client uploads to an inside server with a Host the register denies: that
+    name is the inside server's, so the outside party's verdict does not come from it."""
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    client = "5.9.50.50"
+    request = b"GET /export HTTP/1.1\r\nHost: intranet.partner.example\r\n\r\n"
+    rng = random.Random(13)
+    body = "\n".join(rid(rng) for _ in range(3)).encode()
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    packets = tcp_conversation(client, INSIDE, 43000, [request], [response], t0=T0)
+    events, _ = replay(tmp_path, packets, "--register", str(register))
+    flow = next(e for e in events if e["event_type"] == "flow" and e["src_ip"] == client)
+    assert flow["direction"] == "ingress" and flow["transfer"]["status"] == "none"
+    egress, _ = replay(tmp_path, tcp_conversation(INSIDE, client, 43001, [post(body, "text/plain").replace(
+        b"Host: collect.example.net", b"Host: intranet.partner.example")], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0),
+        "--register", str(register))
+    assert _by_dest(egress, "flow")[client]["transfer"]["status"] == "denied"     # the same name, egress

@@ -20,6 +20,8 @@ class EveWriter:
     def __init__(self, path: str, *, append: bool = False) -> None:
         self.path = path
         self.written = 0
+        self.lost = 0                       # events not written: disk full, I/O error
+        self.failure: str | None = None     # the first such error, for the end-of-run report
         self._broken = False
         if path == "-":
             self._out: IO[str] = sys.stdout
@@ -59,6 +61,8 @@ class EveWriter:
             self.written += 1
         except BrokenPipeError:
             self._broken = True
+        except OSError as exc:
+            self._lost(exc)
 
     def flush(self) -> None:
         """Live: make each batch visible to tailing readers (Filebeat) without waiting for 64 KiB."""
@@ -68,8 +72,12 @@ class EveWriter:
             self._out.flush()
         except BrokenPipeError:
             self._broken = True
+        except OSError as exc:
+            self._lost(exc)
 
     def close(self) -> None:
+        """Never raises: a write error is kept in `failure` (and `lost`) for the caller to report
+        once every exporter is closed."""
         try:
             if self._owned:
                 self._out.close()
@@ -77,3 +85,13 @@ class EveWriter:
                 self._out.flush()
         except BrokenPipeError:
             self._broken = True
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        # Disk full or an I/O error: the line (or what a failed flush held) is gone; keep trying,
+        # the next write may succeed once space is freed. Reported once here, and at the end.
+        self.lost += 1
+        if self.failure is None:
+            self.failure = f"cannot write EVE output {self.path}: {exc.strerror or exc}"
+            logging.getLogger("egresswatch").error("%s; events are being lost", self.failure)

@@ -233,3 +233,17 @@ def test_the_command_flushes_everything_before_its_fast_exit(tmp_path: Path):
     missing = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(tmp_path / "none.pcap")],
                              capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_the_eve_output_is_an_error_not_a_quiet_success(tmp_path: Path):
+    sample = PROJECT_ROOT / "samples" / "sample-egress.pcap"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(sample), "--eve", "-"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "egresswatch: error: cannot write EVE output -: No space left on device (output incomplete)"
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(sample), "--eve", "/dev/full"],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+    assert result.returncode == 1 and "cannot write EVE output /dev/full" in result.stderr.splitlines()[-1]

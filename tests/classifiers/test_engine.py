@@ -339,3 +339,20 @@ def test_card_shaped_run_inside_a_printed_iban_is_not_a_card(engine):
         == [("iban", iban.replace(" ", "")), ("payment_card", CARD)]
     # The same digits after two letters and two digits that do not start a token are a card.
     assert classes(found(engine, b"refXPT59 3334 3456 5813 2758 end")) == [("payment_card", "3334345658132758")]
+
+
+def test_database_cache_behind_a_symlink_or_a_fifo_is_not_used(tmp_path, monkeypatch, caplog):
+    import os
+    loads = _count_loads(monkeypatch)
+    real = tmp_path / "real"
+    Engine(cache_dir=real)                                # fills it
+    link = tmp_path / "link"
+    link.symlink_to(real)                                 # the cache directory as a symlink
+    engine = Engine(cache_dir=link)
+    assert not loads and "unusable" in caplog.text
+    assert classes(found(engine, f"x {RID} y".encode())) == [("cn_resident_id", RID)]
+    (cached,) = real.glob("rules-*.hsdb")
+    cached.unlink()
+    os.mkfifo(cached, 0o600)                              # would block a plain open for ever
+    engine = Engine(cache_dir=real)
+    assert not loads and classes(found(engine, f"x {RID} y".encode())) == [("cn_resident_id", RID)]

@@ -144,3 +144,74 @@ def test_root_saving_over_the_agents_ledger_keeps_its_owner(tmp_path: Path):
     store.save(b"k" * 16, _ledger(9))
     assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
     assert store.load()[1] == _ledger(9)
+
+
+def test_lock_is_released_and_bad_paths_are_usage_errors(tmp_path: Path):
+    path = tmp_path / "ledger.msgpack"
+    first = LedgerFile(str(path))
+    first.lock()
+    first.close()
+    second = LedgerFile(str(path))
+    second.lock()                                      # free again once closed
+    second.close()
+    with pytest.raises(UsageError, match="it is a directory"):
+        LedgerFile(str(tmp_path)).lock()
+    with pytest.raises(UsageError, match="no directory"):
+        LedgerFile(str(tmp_path / "missing" / "ledger.msgpack")).lock()
+    assert not (tmp_path.parent / (tmp_path.name + ".lock")).exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+                    reason="needs root: files made by root in the agent's directory")
+def test_root_makes_new_ledger_files_the_agents():
+    """An administrator's first replay into the agent's state directory (umask 027): the agent,
+    started later as its own user, can still lock and read what root created."""
+    import os
+    import shutil
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="egresswatch-ledger-"))      # reachable by the other user
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, 65534, 65534)
+        old = os.umask(0o027)
+        try:
+            store = LedgerFile(str(state / "ledger.msgpack"))
+            store.lock()
+            store.save(b"k" * 16, _ledger(3))
+            store.close()
+        finally:
+            os.umask(old)
+        for name in ("ledger.msgpack", "ledger.msgpack.lock"):
+            assert (state / name).stat().st_uid == 65534, name
+        assert stat.S_IMODE((state / "ledger.msgpack.lock").stat().st_mode) == 0o644
+        pid = os.fork()
+        if pid == 0:                                   # the agent, as its own user
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                agent = LedgerFile(str(state / "ledger.msgpack"))
+                agent.lock()
+                os._exit(0 if agent.load()[0] == b"k" * 16 else 3)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_replay_leaves_the_agents_auto_ledger_alone(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    _, out = replay(tmp_path, _uploads(3, 5, 41002))
+    assert "in this input" in out and not list((tmp_path / "state").iterdir())
+    _, out = replay(tmp_path, _uploads(3, 5, 41002), "--config", str(_toml(tmp_path, 'ledger = ""\n')))
+    assert "in this input" in out                      # "" was the first releases' default: off
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "extra.toml"
+    path.write_text(text)
+    return path
