@@ -181,14 +181,19 @@ def test_dns_answers_are_parsed_only_when_a_register_matches_host_names(tmp_path
     assert remembered == {"none": (0, ()), "cidrs": (0, ()), "hosts": (1, ("files.partner.example",))}
 
 
+def _upload_to_host(host: bytes, seed: int) -> bytes:
+    """A POST of three resident ID numbers with this Host header."""
+    rng = random.Random(seed)
+    body = "\n".join(rid(rng) for _ in range(3)).encode()
+    return (b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+            % (host, len(body))) + body
+
+
 def test_http_host_names_the_destination_for_the_register_and_the_events(tmp_path: Path):
     """No SNI and no DNS answer for the address: the Host header of the request names it."""
     register = tmp_path / "register.yaml"
     register.write_text(REGISTER)
-    rng = random.Random(11)
-    body = "\n".join(rid(rng) for _ in range(3)).encode()
-    request = (b"POST /upload HTTP/1.1\r\nHost: Upload.Partner.Example.:8080\r\nContent-Type: text/plain\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    request = _upload_to_host(b"Upload.Partner.Example.:8080", seed=11)
     by_host = "5.9.30.30"
     packets = tcp_conversation(INSIDE, by_host, 42000, [request], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0)
     events, _ = replay(tmp_path, packets, "--register", str(register))
@@ -234,10 +239,7 @@ def test_a_claimed_name_never_covers_a_transfer_but_a_dns_answer_does(tmp_path: 
     register = tmp_path / "register.yaml"
     register.write_text("version: 1\ndestinations:\n  - name: trusted-by-name\n    hosts: ['*.trusted.example']\n"
                         "    basis: standard_contract\n    filed: 2025-01-01\n")
-    rng = random.Random(12)
-    body = "\n".join(rid(rng) for _ in range(3)).encode()
-    request = (b"POST /upload HTTP/1.1\r\nHost: upload.trusted.example\r\nContent-Type: text/plain\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    request = _upload_to_host(b"upload.trusted.example", seed=12)
     server = "5.9.40.40"
     upload = tcp_conversation(INSIDE, server, 42001, [request], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0)
     events, _ = replay(tmp_path, upload, "--register", str(register))
