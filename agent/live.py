@@ -200,6 +200,7 @@ class Supervisor:
         pipeline = self.pipelines[0]
         total.transfer_summary = latest_transfer_summary(total.stats, pipeline.jurisdiction, pipeline.sensitivity)
         total.sinks = [stats for exporter in self.exporters if (stats := _sink_counters(exporter)) is not None]
+        total.eve_write_errors = sum(getattr(exporter, "write_errors", 0) for exporter in self.exporters)
         return total
 
     def start(self) -> None:

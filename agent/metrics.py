@@ -97,6 +97,7 @@ class Snapshot:
     capture: CaptureCounters = field(default_factory=CaptureCounters)
     flows_active: int = 0
     reasm_memuse: int = 0
+    eve_write_errors: int = 0    # failed writes/flushes of the EVE file (disk full, I/O error)
     sinks: list[SinkCounters] = field(default_factory=list)
     geoip_builds: dict[str, int] = field(default_factory=dict)   # embedded|country|asn -> epoch
     transfer_summary: dict[str, Any] | None = None   # TransferLedger.summary() of the latest year
@@ -193,11 +194,15 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         suppressed.add_metric([sink.name], sink.suppressed)
         retries.add_metric([sink.name], sink.retries)
     yield from (depth, spool, sent, dropped, suppressed, retries)
+    yield _counter("egresswatch_eve_write_errors_total",
+                   "Failed writes or flushes of the EVE file (disk full, I/O error); the events in them "
+                   "may be lost.", snap.eve_write_errors)
     if snap.transfer_summary is not None:
         summary = snap.transfer_summary
         persons = GaugeMetricFamily("egresswatch_transfer_persons_estimate",
                                     "Estimated persons whose personal information crossed the border this "
-                                    "counting year (since the agent started), by kind.", labels=["kind"])
+                                    "counting year (since the agent started, or kept across restarts in the "
+                                    "ledger file), by kind.", labels=["kind"])
         persons.add_metric(["personal"], summary["nonsensitive_persons"])
         persons.add_metric(["sensitive"], summary["sensitive_persons"])
         yield persons

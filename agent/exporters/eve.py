@@ -20,7 +20,7 @@ class EveWriter:
     def __init__(self, path: str, *, append: bool = False) -> None:
         self.path = path
         self.written = 0
-        self.lost = 0                       # events not written: disk full, I/O error
+        self.write_errors = 0               # failed writes/flushes (disk full, I/O error)
         self.failure: str | None = None     # the first such error, for the end-of-run report
         self._broken = False
         if path == "-":
@@ -76,7 +76,7 @@ class EveWriter:
             self._lost(exc)
 
     def close(self) -> None:
-        """Never raises: a write error is kept in `failure` (and `lost`) for the caller to report
+        """Never raises: a write error is kept in `failure` (and counted) for the caller to report
         once every exporter is closed."""
         try:
             if self._owned:
@@ -89,9 +89,10 @@ class EveWriter:
             self._lost(exc)
 
     def _lost(self, exc: OSError) -> None:
-        # Disk full or an I/O error: the line (or what a failed flush held) is gone; keep trying,
-        # the next write may succeed once space is freed. Reported once here, and at the end.
-        self.lost += 1
+        # Disk full or an I/O error: the line, or what a failed flush held, may be lost (the
+        # buffer retries what it still holds); keep trying, the next write may succeed once space
+        # is freed. Logged once here, counted for the metrics, reported at the end of a replay.
+        self.write_errors += 1
         if self.failure is None:
             self.failure = f"cannot write EVE output {self.path}: {exc.strerror or exc}"
-            logging.getLogger("egresswatch").error("%s; events are being lost", self.failure)
+            logging.getLogger("egresswatch").error("%s; events may be lost", self.failure)

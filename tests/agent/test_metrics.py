@@ -179,3 +179,16 @@ def test_worker_resources_are_their_own_and_labelled_by_index():
     assert resident.type == "gauge" and {s.labels["worker"]: s.value for s in resident.samples} == \
         {"0": 123_456, "3": later.resident_bytes}
     assert "egresswatch_worker_cpu_seconds" not in _families(Snapshot())     # replay: no workers
+
+
+def test_eve_write_errors_are_counted(tmp_path):
+    from agent.exporters.eve import EveWriter
+    full = EveWriter("/dev/full")                    # every flush fails: no space left on device
+    for n in range(3):
+        full.emit({"n": n})
+        full.flush()
+    full.close()
+    assert full.write_errors == 4 and full.failure == "cannot write EVE output /dev/full: No space left on device"
+    families = _families(Snapshot(eve_write_errors=full.write_errors))
+    errors = families["egresswatch_eve_write_errors"]
+    assert errors.type == "counter" and [s.value for s in errors.samples if s.name.endswith("_total")] == [4]

@@ -74,7 +74,7 @@ METRICS = frozenset({
     "egresswatch_sink_dropped_events_total", "egresswatch_sink_spool_bytes",
     "egresswatch_scan_duration_seconds_bucket", "egresswatch_scan_duration_seconds_sum",
     "egresswatch_scan_duration_seconds_count", "egresswatch_worker_cpu_seconds_total",
-    "egresswatch_worker_resident_memory_bytes",
+    "egresswatch_worker_resident_memory_bytes", "egresswatch_eve_write_errors_total",
 })
 PROCESS_METRICS = frozenset({"process_resident_memory_bytes", "process_cpu_seconds_total"})
 # Labels a dashboard may show or group by: the agent's bounded labels, `job` and `le`. Never
@@ -848,7 +848,8 @@ def test_every_alert_is_tested_firing_and_not_firing():
     names = {rule["alert"] for rule in _alert_rules()}
     assert names == {"EgresswatchCaptureDropsHigh", "EgresswatchSensitiveDataCrossBorder",
                      "EgresswatchSinkDroppingEvents", "EgresswatchSinkQueueGrowing",
-                     "EgresswatchGeoipDatabaseStale", "EgresswatchAgentDown", "EgresswatchWorkerSaturated"}
+                     "EgresswatchGeoipDatabaseStale", "EgresswatchAgentDown", "EgresswatchWorkerSaturated",
+                     "EgresswatchEveWriteFailing"}
     cases = [case for test in yaml.safe_load(RULES_TEST.read_text())["tests"] for case in test["alert_rule_test"]]
     fired = {c["alertname"] for c in cases if c.get("exp_alerts")}
     quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
