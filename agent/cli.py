@@ -223,9 +223,7 @@ def _replay(args: argparse.Namespace) -> int:
     from geo.ledger import LedgerFile, TransferLedger, ledger_path
 
     config = _config_from(args, progress=args.progress, metrics_textfile=args.metrics_textfile)
-    # "auto" is the live agent's ledger in its state directory: a replay adds to a ledger only
-    # when given one by name (an investigation's capture is not this year's traffic by default).
-    path = ledger_path(config.ledger) if config.ledger != "auto" else None
+    path = ledger_path(config.ledger, live=False)
     ledger_file = LedgerFile(path) if path else None
     try:
         digest_key, earlier = None, TransferLedger()

@@ -161,7 +161,7 @@ class Supervisor:
         self.batches = [_Batch() for _ in self.rings]
         # The year's counts so far, and the key the workers' value digests must share with them
         # (and with each other) for sketches to merge; without a ledger file, a fresh key.
-        path = ledger_path(config.ledger)
+        path = ledger_path(config.ledger, live=True)
         self.ledger_file = LedgerFile(path) if path else None
         digest_key, self.earlier = os.urandom(16), TransferLedger()
         if self.ledger_file is not None:

@@ -126,16 +126,18 @@ class Engine:
 
     # -- compile -------------------------------------------------------------------------
 
-    def _fingerprint(self) -> str:
+    @staticmethod
+    def _fingerprint(patterns: list[bytes], flags: list[int]) -> str:
         h = hashlib.sha256(b"egresswatch-rules-v2")
         h.update(repr(getattr(hyperscan, "__version__", "")).encode())
-        for pattern, flags in zip(*expressions(self.rules)):
-            h.update(pattern + b"\0%d\0" % flags)
+        for pattern, flag in zip(patterns, flags):
+            h.update(pattern + b"\0%d\0" % flag)
         return h.hexdigest()[:24]
 
     def _load_or_compile(self, cache_dir: str | os.PathLike[str] | None) -> hyperscan.Database:
+        patterns, flags = expressions(self.rules)
         cache = _RuleCache.open(Path(cache_dir)) if cache_dir else None
-        name = f"rules-{self._fingerprint()}.hsdb"
+        name = f"rules-{self._fingerprint(patterns, flags)}.hsdb"
         try:
             data = cache.read(name) if cache is not None else None
             if data is not None:
@@ -147,7 +149,6 @@ class Engine:
                 except Exception as exc:      # stale, foreign or damaged file: recompile
                     logger.warning("ignoring unusable rule cache %s: %s", cache.path / name, exc)
             database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_SMALL)
-            patterns, flags = expressions(self.rules)
             try:
                 database.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
                                  flags=flags)

@@ -222,14 +222,16 @@ def _hand_to_directory_owner(fd: int, directory: str) -> None:
         os.fchown(fd, st.st_uid, st.st_gid)
 
 
-def ledger_path(setting: str) -> str | None:
-    """The ledger file a `ledger` setting names: "auto" is ledger.msgpack in the state directory
-    systemd gives the service ($STATE_DIRECTORY), and none outside such a service; "off" is none."""
+def ledger_path(setting: str, *, live: bool) -> str | None:
+    """The ledger file a `ledger` setting names: "auto" is, for the live agent, ledger.msgpack in
+    the state directory systemd gives the service ($STATE_DIRECTORY), and none elsewhere; a
+    replay adds to a ledger only when given one by name (an investigation's capture is not this
+    year's traffic by default). "off" (or "") is none."""
     if setting in ("", "off", "none"):
         return None
     if setting != "auto":
         return setting
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0] if live else ""
     return os.path.join(state, "ledger.msgpack") if state else None
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,17 @@ from agent.events import ip_text
 from agent.flows import Flow, FlowLimits, FlowTable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate: Callable[[], object], seconds: float, interval: float = 0.2) -> object:
+    """Poll until `predicate()` gives a true value and return it; AssertionError after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
 CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 CORPUS_MISSING = "third-party pcap corpus not found at ../shared/corpus; see shared/corpus/README.md"
 # tshark's follow,tcp,raw renders a hole as this text followed by a NUL byte.

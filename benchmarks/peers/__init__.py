@@ -88,6 +88,11 @@ def python_regexes(rules: Sequence[Rule]) -> tuple[list[re.Pattern[bytes]], list
     return compiled, untranslated
 
 
+def count_matches(patterns: Sequence[re.Pattern[bytes]], payload: bytes) -> int:
+    """Non-overlapping `re` matches of every pattern in one payload (the `re` peers' hit count)."""
+    return sum(1 for pattern in patterns for _match in pattern.finditer(payload))
+
+
 def frames(path: str, limit: int = 0) -> Iterator[bytes]:
     """Captured frames of a pcap or pcapng file with dpkt, at most `limit` (0: all)."""
     import dpkt

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.peers import Job, load_rules, python_regexes
+from benchmarks.peers import Job, count_matches, load_rules, python_regexes
 
 
 def _payload(packet, layer_name: str) -> bytes:
@@ -30,9 +30,7 @@ def run(job: Job) -> dict:
             nbytes += int(packet.captured_length)
             payload = _payload(packet, "tcp") or _payload(packet, "udp")
             if payload:
-                for pattern in patterns:
-                    for _match in pattern.finditer(payload):
-                        hits += 1
+                hits += count_matches(patterns, payload)
             if packets == job.slice_packets:
                 break
     finally:

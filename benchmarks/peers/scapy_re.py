@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from benchmarks.peers import Job, load_rules, python_regexes
+from benchmarks.peers import Job, count_matches, load_rules, python_regexes
 
 
 def run(job: Job) -> dict:
@@ -25,9 +25,7 @@ def run(job: Job) -> dict:
             if layer is not None:
                 payload = bytes(layer.payload)
                 if payload:
-                    for pattern in patterns:
-                        for _match in pattern.finditer(payload):
-                            hits += 1
+                    hits += count_matches(patterns, payload)
             if packets == job.slice_packets:
                 break
     seconds = time.perf_counter() - started

@@ -17,15 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from agent import privileges
-from tests.streams import PROJECT_ROOT
+from tests.streams import PROJECT_ROOT, wait_for
 
 SAMPLE = PROJECT_ROOT / "samples" / "sample-egress.pcap"
 
@@ -75,12 +73,7 @@ def _scrape(namespace: str, port: int) -> dict[str, float]:
 
 
 def _wait_for(predicate, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    wait_for(predicate, seconds)
 
 
 def _events(*paths: Path) -> list[dict]:

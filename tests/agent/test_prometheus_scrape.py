@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import PROJECT_ROOT
+from tests.streams import PROJECT_ROOT, wait_for
 
 RULES = PROJECT_ROOT / "deploy" / "prometheus" / "egresswatch-rules.yml"
 
@@ -47,13 +47,7 @@ def _query(namespace: str, port: int, path: str) -> dict:
 
 
 def _wait_for(predicate, seconds: float = 45.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError("condition not met in time")
+    return wait_for(predicate, seconds, interval=0.5)
 
 
 @pytest.fixture

@@ -85,6 +85,13 @@ def frames_on_disk(directory: Path) -> list:
     return records
 
 
+def write_spool(directory, events) -> None:
+    """A closed spool (1 MiB limit) in `directory` holding `events`."""
+    spool = Spool(str(directory), 1 << 20)
+    for event in events:
+        spool.append(event)
+    spool.close()
+
 def test_records_come_back_in_order_and_leave_only_when_committed(tmp_path):
     events = alert_events(50)
     spool = Spool(str(tmp_path), 1 << 20)
@@ -101,10 +108,7 @@ def test_records_come_back_in_order_and_leave_only_when_committed(tmp_path):
 
 def test_the_spool_holds_exactly_the_events_given(tmp_path):
     events = alert_events(30)
-    spool = Spool(str(tmp_path), 1 << 20)
-    for event in events:
-        spool.append(event)
-    spool.close()
+    write_spool(tmp_path, events)
     assert frames_on_disk(tmp_path) == events
     raw = b"".join(path.read_bytes() for path in segment_files(tmp_path))
     assert "110101********625X".encode() in raw    # the masked sample the event carries, as given
@@ -196,10 +200,7 @@ def test_a_record_larger_than_the_limit_is_dropped_and_counted(tmp_path):
 
 def test_a_torn_last_record_is_cut_and_counted(tmp_path):
     events = alert_events(20)
-    spool = Spool(str(tmp_path), 1 << 20)
-    for event in events:
-        spool.append(event)
-    spool.close()
+    write_spool(tmp_path, events)
     last = segment_files(tmp_path)[-1]
     size = last.stat().st_size
     os.truncate(last, size - 7)                    # the crash came in the middle of the last write
@@ -248,10 +249,7 @@ def test_a_killed_writer_loses_nothing_append_returned(tmp_path):
                          ids=["zero-filled", "garbage", "length-beyond-end"])
 def test_a_damaged_tail_is_skipped_not_read_as_records(tmp_path, tail):
     events = alert_events(10)
-    spool = Spool(str(tmp_path), 1 << 20)
-    for event in events:
-        spool.append(event)
-    spool.close()
+    write_spool(tmp_path, events)
     with open(segment_files(tmp_path)[-1], "ab") as out:
         out.write(tail)
     spool = Spool(str(tmp_path), 1 << 20)

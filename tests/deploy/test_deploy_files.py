@@ -22,7 +22,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from agent import privileges
 from agent.cli import build_parser
 from agent.config import load
 from agent.metrics import AgentCollector, MetricsListen, SinkCounters, Snapshot, WorkerResources
-from tests.streams import PROJECT_ROOT
+from tests.streams import PROJECT_ROOT, wait_for
 
 DEPLOY = PROJECT_ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "egresswatch.service"
@@ -375,12 +374,7 @@ def unprivileged_python(directory: Path) -> Path:
 
 
 def _wait_for(predicate: Callable[[], bool], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    wait_for(predicate, seconds)
 
 
 def _in_netns(namespace: str, code: str) -> subprocess.CompletedProcess:

@@ -4,9 +4,14 @@ that share a ledger count a person once however often they left."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,10 @@ import pytest
 from agent.errors import UsageError
 from classifiers.findings import DistinctSketch
 from geo.ledger import LEDGER_REGISTERS, LedgerFile, TransferLedger
+from tests.streams import PROJECT_ROOT
 from tests.test_classification_e2e import INSIDE, OUTSIDE, post, replay, rid, tcp_conversation
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files made by root for another user")
 
 
 def _ledger(values: int) -> TransferLedger:
@@ -96,10 +104,6 @@ def test_replays_sharing_a_ledger_count_each_person_once(tmp_path: Path):
     _, out = replay(tmp_path, first)                                  # no ledger: this input only
     assert abs(_persons(out) - 40) <= 2 and "in this input" in out
     ledger.write_bytes(b"not a ledger")
-    import subprocess
-    import sys
-
-    from tests.streams import PROJECT_ROOT
     result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(tmp_path / "in.pcap"), "--ledger",
                              str(ledger), "--eve", str(tmp_path / "eve.json")], capture_output=True, text=True,
                             cwd=PROJECT_ROOT, timeout=120)
@@ -113,30 +117,26 @@ def test_one_writer_at_a_time(tmp_path: Path):
     first.lock()
     with pytest.raises(UsageError, match="in use by another egresswatch"):
         LedgerFile(str(path)).lock()
-    import subprocess
-    import sys
-
-    from tests.streams import PROJECT_ROOT
     result = subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(PROJECT_ROOT / "samples" /
                              "sample-egress.pcap"), "--ledger", str(path), "--eve", str(tmp_path / "eve.json")],
                             capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert result.returncode == 2 and "in use by another egresswatch" in result.stderr
     assert not path.exists()                           # the refused run wrote nothing
+    first.close()
 
 
 def test_ledger_setting(monkeypatch):
     from geo.ledger import ledger_path
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    assert ledger_path("auto") is None and ledger_path("off") is None
-    assert ledger_path("/srv/ledger.msgpack") == "/srv/ledger.msgpack"
+    assert ledger_path("auto", live=True) is None and ledger_path("off", live=True) is None
+    assert ledger_path("/srv/ledger.msgpack", live=False) == "/srv/ledger.msgpack"
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/egresswatch:/var/lib/other")
-    assert ledger_path("auto") == "/var/lib/egresswatch/ledger.msgpack"
+    assert ledger_path("auto", live=True) == "/var/lib/egresswatch/ledger.msgpack"
+    assert ledger_path("auto", live=False) is None        # replay: only a ledger named
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
-                    reason="needs root: saving over another user's ledger keeps its owner")
+@needs_root
 def test_root_saving_over_the_agents_ledger_keeps_its_owner(tmp_path: Path):
-    import os
     path = tmp_path / "ledger.msgpack"
     store = LedgerFile(str(path))
     store.save(b"k" * 16, _ledger(5))
@@ -161,14 +161,10 @@ def test_lock_is_released_and_bad_paths_are_usage_errors(tmp_path: Path):
     assert not (tmp_path.parent / (tmp_path.name + ".lock")).exists()
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
-                    reason="needs root: files made by root in the agent's directory")
+@needs_root
 def test_root_makes_new_ledger_files_the_agents():
     """An administrator's first replay into the agent's state directory (umask 027): the agent,
     started later as its own user, can still lock and read what root created."""
-    import os
-    import shutil
-    import tempfile
     top = Path(tempfile.mkdtemp(prefix="egresswatch-ledger-"))      # reachable by the other user
     try:
         top.chmod(0o755)
