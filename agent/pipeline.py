@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.apps.dns import DnsTcpAnswers
 from agent.apps.session import AppSession
 from agent.capture.pcapfile import CaptureFile
 from agent.config import Config
@@ -193,8 +194,10 @@ class Pipeline:
             # Both inside or both outside: not a transfer out of the network.
             # Always, not only while a register reads passive DNS: a register that starts to
             # (SIGHUP) must find the answers of DNS flows that were already open.
-            if flow.proto == PROTO_UDP and flow.sport == _DNS_PORT and self.passive_dns is not None:
-                return _DNS_ONLY       # type: ignore[return-value]
+            if flow.sport == _DNS_PORT and self.passive_dns is not None:
+                if flow.proto == PROTO_UDP:
+                    return _DNS_ONLY       # type: ignore[return-value]
+                return self._dns_tcp_answers()
             return None
         findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes,
                             self.findings_budget)
@@ -203,9 +206,16 @@ class Pipeline:
         inspect = TOSERVER if client_inside else TOCLIENT
         ftp_data = self.ftp_data.claim(flow.client, flow.server, flow.sport, flow.cport, flow.start) \
             if flow.proto == PROTO_TCP else None
-        return AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
-                          strict=self.strict,
-                          ftp_data=ftp_data, ftp_expect=self.ftp_data.expecter(flow))
+        session = AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
+                             strict=self.strict,
+                             ftp_data=ftp_data, ftp_expect=self.ftp_data.expecter(flow))
+        if flow.proto == PROTO_TCP and flow.sport == _DNS_PORT and self.passive_dns is not None:
+            session.tap = self._dns_tcp_answers()      # an outside resolver's answers over TCP
+        return session
+
+    def _dns_tcp_answers(self) -> DnsTcpAnswers:
+        table = self.flows
+        return DnsTcpAnswers(self._passive_dns_wanted, lambda: table.now, table.budget, self.stats.anomalies)
 
     def _passive_dns_wanted(self) -> PassiveDns | None:
         """The passive DNS map, when something reads it: only a register that matches hostnames

@@ -41,16 +41,16 @@ def mobile(rng: random.Random) -> str:
 
 
 def tcp_conversation(client: str, server: str, cport: int, to_server: list[bytes], to_client: list[bytes],
-                     *, reorder: bool = False, t0: float = 1_767_225_600.0) -> list:
+                     *, reorder: bool = False, t0: float = 1_767_225_600.0, port: int = 80) -> list:
     """Handshake, client segments (optionally out of order), server segments, FIN/FIN."""
     isn_c, isn_s = 1000, 90000
-    pkts = [Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=80, flags="S", seq=isn_c),
-            Ether() / IP(src=server, dst=client) / TCP(sport=80, dport=cport, flags="SA", seq=isn_s, ack=isn_c + 1),
-            Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=80, flags="A", seq=isn_c + 1, ack=isn_s + 1)]
+    pkts = [Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=port, flags="S", seq=isn_c),
+            Ether() / IP(src=server, dst=client) / TCP(sport=port, dport=cport, flags="SA", seq=isn_s, ack=isn_c + 1),
+            Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=port, flags="A", seq=isn_c + 1, ack=isn_s + 1)]
     seq = isn_c + 1
     client_pkts = []
     for data in to_server:
-        client_pkts.append(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=80, flags="PA", seq=seq,
+        client_pkts.append(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=port, flags="PA", seq=seq,
                                                                      ack=isn_s + 1) / data)
         seq += len(data)
     if reorder:
@@ -58,10 +58,10 @@ def tcp_conversation(client: str, server: str, cport: int, to_server: list[bytes
     pkts += client_pkts
     sseq = isn_s + 1
     for data in to_client:
-        pkts.append(Ether() / IP(src=server, dst=client) / TCP(sport=80, dport=cport, flags="PA", seq=sseq, ack=seq) / data)
+        pkts.append(Ether() / IP(src=server, dst=client) / TCP(sport=port, dport=cport, flags="PA", seq=sseq, ack=seq) / data)
         sseq += len(data)
-    pkts.append(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=80, flags="FA", seq=seq, ack=sseq))
-    pkts.append(Ether() / IP(src=server, dst=client) / TCP(sport=80, dport=cport, flags="FA", seq=sseq, ack=seq + 1))
+    pkts.append(Ether() / IP(src=client, dst=server) / TCP(sport=cport, dport=port, flags="FA", seq=seq, ack=sseq))
+    pkts.append(Ether() / IP(src=server, dst=client) / TCP(sport=port, dport=cport, flags="FA", seq=sseq, ack=seq + 1))
     for i, p in enumerate(pkts):
         p.time = t0 + i * 0.001
     return pkts

@@ -273,3 +273,41 @@ def test_a_name_in_an_ingress_flow_names_the_inside_server_not_the_outside_party
         b"Host: collect.example.net", b"Host: intranet.partner.example")], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=T0),
         "--register", str(register))
     assert _by_dest(egress, "flow")[client]["transfer"]["status"] == "denied"     # the same name, egress
+
+
+def _tcp_answer_messages(name: str, address: str) -> bytes:
+    """Two length-framed responses (RFC 7766), the second naming `address`."""
+    other = bytes(DNS(id=2, qr=1, qd=DNSQR(qname="other.example"),
+                      an=DNSRR(rrname="other.example", type="A", rdata="192.0.2.1", ttl=300)))
+    answer = bytes(DNS(id=3, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, type="A", rdata=address, ttl=300)))
+    return b"".join(len(m).to_bytes(2, "big") + m for m in (other, answer))
+
+
+def _dns_over_tcp_then_upload(resolver: str, *, hole: bool = False) -> list:
+    """A DNS answer over TCP, cut so that a length prefix and a message span segments, then an
+    upload to the address it named. `hole`: one answer segment is missing from the capture."""
+    from scapy.layers.inet import TCP
+
+    from tests.test_classification_e2e import split
+    stream = _tcp_answer_messages("files.partner.example", BY_NAME)
+    query = bytes(DNS(id=3, qd=DNSQR(qname="files.partner.example")))
+    pieces = split(stream, 17)
+    packets = tcp_conversation(INSIDE, resolver, 53001, [len(query).to_bytes(2, "big") + query], pieces,
+                               t0=T0 - 5, port=53)
+    if hole:
+        packets = [p for p in packets if not (p.haslayer(TCP) and bytes(p[TCP].payload) == pieces[1])]
+    return packets + _upload(BY_NAME, 41003, random.Random(7), T0)
+
+
+def test_dns_answers_over_tcp_name_a_destination(tmp_path: Path):
+    """From an inside resolver (the flow is only read for its answers) and from an outside one
+    (the flow is inspected as an egress flow and its answers are read too)."""
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    for resolver in (RESOLVER, "5.9.40.53"):
+        events, _ = replay(tmp_path, _dns_over_tcp_then_upload(resolver), "--register", str(register))
+        alert = _by_dest(events, "alert")[BY_NAME]
+        assert alert["transfer"]["entry"] == "partner-by-name" and alert["transfer"]["status"] == "denied", resolver
+    # A hole in the answers: the framing after it is unknown, so nothing is taken from them.
+    events, _ = replay(tmp_path, _dns_over_tcp_then_upload(RESOLVER, hole=True), "--register", str(register))
+    assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"

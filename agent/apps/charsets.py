@@ -58,6 +58,8 @@ def codec_for(charset: str | None) -> str | None:
 SNIFF_BYTES = 64                 # bytes sampled to recognise UTF-16 without a BOM
 _MIN_SAMPLE = 8
 _ASCII_TEXT = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\r")
+_IS_TEXT = bytes(b in _ASCII_TEXT for b in range(256))   # byte -> 1 when ASCII text, else 0
+_IS_NUL = bytes(b == 0 for b in range(256))
 _CONTROL_CHARS = frozenset(chr(c) for c in range(32) if c not in b"\t\n\r\f\v") | {"\x7f"}
 _BOMS = (b"\xff\xfe", b"\xfe\xff")
 
@@ -70,17 +72,17 @@ def utf16_codec(sample: bytes) -> str | None:
     n = len(sample) & ~1
     if n < _MIN_SAMPLE:
         return None
-    low, high = sample[0:n:2], sample[1:n:2]
     units = n // 2
-    le = be = 0
-    for a, b in zip(low, high):
-        if b == 0:
-            if a == 0:
-                return None              # U+0000: binary, not text
-            if a in _ASCII_TEXT:
-                le += 1
-        elif a == 0 and b in _ASCII_TEXT:
-            be += 1
+    # Every datagram is sniffed, so the counts are taken over all units at once: each half
+    # (even bytes, odd bytes) becomes one big integer with a 0/1 byte per unit, and the units
+    # of a kind are the set bits of an AND of two such integers.
+    low, high = sample[0:n:2], sample[1:n:2]
+    low_nul = int.from_bytes(low.translate(_IS_NUL))
+    high_nul = int.from_bytes(high.translate(_IS_NUL))
+    if low_nul & high_nul:
+        return None                      # U+0000: binary, not text
+    le = (int.from_bytes(low.translate(_IS_TEXT)) & high_nul).bit_count()
+    be = (int.from_bytes(high.translate(_IS_TEXT)) & low_nul).bit_count()
     if le * 4 >= units and le > 3 * be:
         codec = "utf-16-le"
     elif be * 4 >= units and be > 3 * le:

@@ -4,6 +4,7 @@ for binary data — unit level (agent.apps.charsets) and through AppSession into
 from __future__ import annotations
 
 import base64
+import codecs
 import random
 import struct
 from collections import Counter
@@ -181,3 +182,55 @@ def test_datagram_in_utf16(engine: Engine) -> None:
     s.datagram(TOSERVER, ENCODINGS["le-bom"], 40000, 9999)
     s.finish()
     assert counts(findings) == EXPECTED
+
+
+def _utf16_codec_by_unit(sample: bytes) -> str | None:
+    """The sniff's rule written out unit by unit: the oracle for the counting in utf16_codec."""
+    if sample[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    n = len(sample) & ~1
+    if n < 8:
+        return None
+    text_bytes = set(range(0x20, 0x7F)) | set(b"\t\n\r")
+    le = be = 0
+    for a, b in zip(sample[0:n:2], sample[1:n:2]):
+        if a == 0 and b == 0:
+            return None
+        le += b == 0 and a in text_bytes
+        be += a == 0 and b in text_bytes
+    if le * 4 >= n // 2 and le > 3 * be:
+        codec = "utf-16-le"
+    elif be * 4 >= n // 2 and be > 3 * le:
+        codec = "utf-16-be"
+    else:
+        return None
+    try:     # incremental: a high surrogate at the very end may be the first half of a pair
+        text = codecs.getincrementaldecoder(codec)().decode(sample[:n])
+    except UnicodeDecodeError:
+        return None
+    return None if any(ord(c) < 32 and c not in "\t\n\r\f\v" or c == "\x7f" for c in text) else codec
+
+
+def test_sniff_agrees_with_unit_by_unit_rule_on_random_samples() -> None:
+    """Samples drawn to sit near every threshold: mostly text units with NULs on either side,
+    some NUL pairs, some random bytes, odd lengths, both orders."""
+    rng = random.Random(11)
+    verdicts: Counter[str | None] = Counter()
+    for _ in range(20_000):
+        units = []
+        p_le, p_be, p_nul = rng.random(), rng.random() * 0.5, rng.random() * 0.05
+        for _ in range(rng.randrange(3, 34)):
+            r = rng.random()
+            if r < p_nul:
+                units.append(b"\x00\x00")
+            elif r < p_nul + p_le * 0.6:
+                units.append(bytes((rng.choice(b"0123456789 abc\t\x01\x7f"), 0)))
+            elif r < p_nul + p_le * 0.6 + p_be * 0.4:
+                units.append(bytes((0, rng.choice(b"0123456789 xyz\n"))))
+            else:
+                units.append(rng.randbytes(2))
+        sample = b"".join(units)[:rng.randrange(6, 66)]
+        want = _utf16_codec_by_unit(sample)
+        assert utf16_codec(sample) == want, sample
+        verdicts[want] += 1
+    assert verdicts["utf-16-le"] > 100 and verdicts["utf-16-be"] > 100 and verdicts[None] > 100
