@@ -44,8 +44,19 @@ def format_ts(us: int) -> str:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
 
 
+_IP_TEXTS: dict[bytes, str] = {}
+_MAX_IP_TEXTS = 4096
+
+
 def ip_text(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    """Dotted or colon text of a packed address; remembered for the few thousand most recent,
+    since the events of a span port name the same resolvers, proxies and servers over and over."""
+    text = _IP_TEXTS.get(packed)
+    if text is None:
+        if len(_IP_TEXTS) >= _MAX_IP_TEXTS:
+            _IP_TEXTS.clear()
+        text = _IP_TEXTS[packed] = socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    return text
 
 
 def vlan_ids(packed: int) -> list[int]:
@@ -81,13 +92,11 @@ def _header(flow: Flow, event_type: str, timestamp: str, pcap_filename: str | No
     event["event_type"] = event_type
     if flow.vlan:
         event["vlan"] = vlan_ids(flow.vlan)
-    event.update({
-        "src_ip": ip_text(flow.client),
-        "src_port": flow.cport,
-        "dest_ip": ip_text(flow.server),
-        "dest_port": flow.sport,
-        "proto": _PROTO_NAMES.get(flow.proto, str(flow.proto)),
-    })
+    event["src_ip"] = ip_text(flow.client)
+    event["src_port"] = flow.cport
+    event["dest_ip"] = ip_text(flow.server)
+    event["dest_port"] = flow.sport
+    event["proto"] = _PROTO_NAMES.get(flow.proto) or str(flow.proto)
     if app_proto:
         event["app_proto"] = app_proto
     event["community_id"] = community_id(flow)
@@ -101,13 +110,11 @@ def flow_event(flow: Flow, *, pcap_filename: str | None, app_proto: str | None,
     """The `flow` event for a finished flow, oriented client -> server."""
     last = format_ts(flow.last)
     event = _header(flow, "flow", last, pcap_filename, app_proto, direction)
-    event["flow"] = {
-        **_counters(flow),
-        "end": last,
-        "age": (flow.last - flow.start) // 1_000_000,
-        "state": flow.state,
-        "reason": flow.reason,
-    }
+    counters = event["flow"] = _counters(flow)
+    counters["end"] = last
+    counters["age"] = (flow.last - flow.start) // 1_000_000
+    counters["state"] = flow.state
+    counters["reason"] = flow.reason
     if app_fields:
         event.update(app_fields)
     return event

@@ -204,11 +204,15 @@ class Pipeline:
         flow.user = findings
         # Egress: the inside client's requests. Ingress: what the inside server sends back.
         inspect = TOSERVER if client_inside else TOCLIENT
-        ftp_data = self.ftp_data.claim(flow.client, flow.server, flow.sport, flow.cport, flow.start) \
-            if flow.proto == PROTO_TCP else None
+        if flow.proto == PROTO_TCP:
+            ftp_data = self.ftp_data.claim(flow.client, flow.server, flow.sport, flow.cport, flow.start)
+            ftp_expect = self.ftp_data.expecter(flow)
+        else:
+            # No FTP over UDP; and no closure over the flow, which would make the flow and its
+            # session a reference cycle that only the garbage collector can free.
+            ftp_data = ftp_expect = None
         session = AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
-                             strict=self.strict,
-                             ftp_data=ftp_data, ftp_expect=self.ftp_data.expecter(flow))
+                             strict=self.strict, ftp_data=ftp_data, ftp_expect=ftp_expect)
         if flow.proto == PROTO_TCP and flow.sport == _DNS_PORT and self.passive_dns is not None:
             session.tap = self._dns_tcp_answers()      # an outside resolver's answers over TCP
         return session

@@ -284,6 +284,9 @@ class ScanStream:
         if self._found or self._pending:
             self._confirm(final=True)
         self._tail = bytearray()
+        # The handler is a bound method of self held by self (and by the Hyperscan stream):
+        # dropping both ends the cycle, so a finished flow is freed at once, not by the collector.
+        self._hs = self._handler = None     # type: ignore[assignment]
 
     # -- confirmation ----------------------------------------------------------------------
 
