@@ -76,3 +76,36 @@ def test_after_a_hole_or_while_unread_nothing_more_is_taken():
     answers, pdns, anomalies, budget, _ = consumer(wanted=False)
     answers.data(TOCLIENT, message)
     assert budget.used == 0 and len(pdns) == 0 and not anomalies
+
+
+def test_hostile_streams_never_raise_and_give_every_held_byte_back():
+    """Random framing (lengths that lie, garbage messages, real answers between them) cut at
+    random places, with holes and ends at random points: no exception, and the shared budget is
+    back to zero once every flow has ended."""
+    import random
+
+    rng = random.Random(3)
+    budget, anomalies, pdns = ReassemblyBudget(200_000), Counter(), PassiveDns()
+    for _ in range(300):
+        answers = DnsTcpAnswers(lambda: pdns, Clock(), budget, anomalies)
+        parts = []
+        for _ in range(rng.randrange(1, 6)):
+            kind = rng.random()
+            if kind < 0.4:
+                parts.append(framed(answer(f"h{rng.randrange(99)}.example", f"192.0.2.{rng.randrange(1, 255)}")))
+            elif kind < 0.7:
+                parts.append(rng.randrange(65536).to_bytes(2, "big") + rng.randbytes(rng.randrange(300)))
+            else:
+                parts.append(framed(rng.randbytes(rng.randrange(1, 200))))
+        stream = b"".join(parts)
+        at = 0
+        while at < len(stream):
+            step = rng.randrange(1, 400)
+            if rng.random() < 0.05:
+                answers.gap(TOCLIENT, step)
+            else:
+                answers.data(TOCLIENT, memoryview(stream)[at:at + step])
+            at += step
+        answers.end(TOCLIENT)
+    assert budget.used == 0 and budget.peak <= 200_000 + 400
+    assert len(pdns) > 0 and anomalies["dns.tcp_framing_lost"] > 0
