@@ -182,8 +182,15 @@ class FlowTable:
 
     def bypass(self, flow: Flow) -> None:
         """Stop reassembling a flow whose consumer needs nothing more (ciphertext after the
-        handshake); its packets are then only counted, which the fast path does inline."""
+        handshake); its packets are then only counted, which the fast path does inline.
+        Out-of-order bytes still queued go back to the memcap, and the consumer is told the
+        directions ended (it may hold bytes of its own)."""
+        streams = flow.streams
+        if streams is None:
+            return
         flow.streams = None
+        streams[0].abandon()
+        streams[1].abandon()
 
     def expired(self) -> list[Flow]:
         """Flows that ended since the last call, in the order they ended."""

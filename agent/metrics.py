@@ -18,6 +18,7 @@ import hmac
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,13 +82,15 @@ class WorkerResources:
 
 def own_resources(index: int) -> WorkerResources:
     """This process's CPU time so far and resident memory now (Linux /proc)."""
-    times = os.times()
+    # process_time(): nanosecond CPU clock; os.times() counts in 10 ms ticks, so a worker
+    # that had little traffic read as 0 CPU seconds.
+    cpu_seconds = time.process_time()
     try:
         with open("/proc/self/statm", "rb") as fh:
             resident_pages = int(fh.read().split()[1])
     except (OSError, ValueError, IndexError):
         resident_pages = 0
-    return WorkerResources(index, times.user + times.system, resident_pages * _PAGE_SIZE)
+    return WorkerResources(index, cpu_seconds, resident_pages * _PAGE_SIZE)
 
 
 @dataclass(slots=True)

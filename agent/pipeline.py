@@ -191,13 +191,16 @@ class Pipeline:
         internal = self.internal
         client_inside = flow.client in internal
         if client_inside == (flow.server in internal):
-            # Both inside or both outside: not a transfer out of the network.
-            # Always, not only while a register reads passive DNS: a register that starts to
-            # (SIGHUP) must find the answers of DNS flows that were already open.
-            if flow.sport == _DNS_PORT and self.passive_dns is not None:
+            # Both inside or both outside: not a transfer out of the network. Only inside
+            # resolvers name destinations: an outside server on port 53 may be anyone's, and
+            # its answer must not cover an upload (see _transfer).
+            if flow.sport == _DNS_PORT and client_inside and self.passive_dns is not None:
                 if flow.proto == PROTO_UDP:
+                    # Always, not only while a register reads passive DNS: a register that
+                    # starts to (SIGHUP) must find the answers of DNS flows already open.
                     return _DNS_ONLY       # type: ignore[return-value]
-                return self._dns_tcp_answers()
+                if self._passive_dns_wanted() is not None:
+                    return self._dns_tcp_answers()
             return None
         findings = Findings(self.finding_limits, self.sensitivity, self.digest_key, self.pack_classes,
                             self.findings_budget)
@@ -211,11 +214,8 @@ class Pipeline:
             # No FTP over UDP; and no closure over the flow, which would make the flow and its
             # session a reference cycle that only the garbage collector can free.
             ftp_data = ftp_expect = None
-        session = AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
-                             strict=self.strict, ftp_data=ftp_data, ftp_expect=ftp_expect)
-        if flow.proto == PROTO_TCP and flow.sport == _DNS_PORT and self.passive_dns is not None:
-            session.tap = self._dns_tcp_answers()      # an outside resolver's answers over TCP
-        return session
+        return AppSession(self.stats.anomalies, inspect, _TimedScan(self.engine.stream(findings.add)),  # type: ignore[arg-type]
+                          strict=self.strict, ftp_data=ftp_data, ftp_expect=ftp_expect)
 
     def _dns_tcp_answers(self) -> DnsTcpAnswers:
         table = self.flows
@@ -260,19 +260,23 @@ class Pipeline:
         shard = self.shard
         keeps = self._shard_keeps
         passive_dns = self._passive_dns_wanted()
+        internal = self.internal
 
         def slow(ts: int, linktype: int, data: memoryview) -> None:
             flow = None
             try:
                 pkt = decode(ts, linktype, data)
+                # Every worker reads every inside resolver's answers (a name is looked up in
+                # the worker of the upload, not of the DNS flow), before the shard decides.
+                if (pkt is not None and pkt.sport == _DNS_PORT and pkt.proto == PROTO_UDP
+                        and passive_dns is not None and pkt.src in internal):
+                    passive_dns.observe(pkt.payload, pkt.ts)
                 if shard is not None and not keeps(pkt):
                     if table.ended:               # the clock moved: this worker's flows may end here
                         self._finish_ended(table.expired(), self.frame_no)
                     return
                 if pkt is None:
                     return
-                if pkt.sport == _DNS_PORT and pkt.proto == PROTO_UDP and passive_dns is not None:
-                    passive_dns.observe(pkt.payload, pkt.ts)
                 flow, direction = packet(pkt, source)
                 findings = flow.user
                 if findings is not None:
@@ -284,6 +288,8 @@ class Pipeline:
                     if findings.changed:
                         self.emit_key = (self.frame_no, 0, 0, 0)
                         self._maybe_alert(flow, findings)   # type: ignore[arg-type]
+                elif flow.streams is not None and flow.consumer.done:   # type: ignore[union-attr]
+                    bypass(flow)                  # DNS over TCP whose answers are no longer read
                 if table.ended:
                     self._finish_ended(table.expired(), self.frame_no)
             except Exception as exc:      # a bug met by odd traffic must not end the run
@@ -333,7 +339,8 @@ class Pipeline:
         without decoding. Keeps `frame_no` (for the order of merged output) and counts every
         frame read. A plain untagged IPv4 TCP/UDP frame of another worker's flow is dropped here
         with one CRC, not decoded: by the same checks as the fast path, decoding it would count
-        nothing, and all it would do in this worker is move the flow clock."""
+        nothing, and all it would do in this worker is move the flow clock. Except a DNS answer
+        over UDP while passive DNS is read: every worker needs every answer."""
         shard = self.shard
         assert shard is not None
         index, count = shard.index, shard.count
@@ -341,6 +348,7 @@ class Pipeline:
         crc32 = zlib.crc32
         untagged = b"0|"
         number = self.frame_no
+        dns_answers = self._passive_dns_wanted() is not None
         for frame in frames:
             number += 1
             ts, linktype, data = frame
@@ -357,7 +365,8 @@ class Pipeline:
                     b = bytes(data[30:34])
                     if a > b:
                         a, b = b, a
-                    if crc32(untagged + a + b) % count != index:
+                    if crc32(untagged + a + b) % count != index and not (
+                            dns_answers and proto == 17 and data[34] == 0 and data[35] == _DNS_PORT):
                         if ts > table.now:
                             self.frame_no = number
                             table.advance(ts)

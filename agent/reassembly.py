@@ -136,6 +136,15 @@ class TcpStream:
         self.stopped = True
         self.consumer.end(self.direction)
 
+    def abandon(self) -> None:
+        """The flow is no longer reassembled (bypassed): drop what is queued, end this direction."""
+        if self.ended:
+            return
+        self._release_queue()
+        self.ended = True
+        self.stopped = True
+        self.consumer.end(self.direction)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _deliver(self, data: memoryview | bytes) -> None:

@@ -275,39 +275,98 @@ def test_a_name_in_an_ingress_flow_names_the_inside_server_not_the_outside_party
     assert _by_dest(egress, "flow")[client]["transfer"]["status"] == "denied"     # the same name, egress
 
 
-def _tcp_answer_messages(name: str, address: str) -> bytes:
-    """Two length-framed responses (RFC 7766), the second naming `address`."""
-    other = bytes(DNS(id=2, qr=1, qd=DNSQR(qname="other.example"),
-                      an=DNSRR(rrname="other.example", type="A", rdata="192.0.2.1", ttl=300)))
-    answer = bytes(DNS(id=3, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, type="A", rdata=address, ttl=300)))
-    return b"".join(len(m).to_bytes(2, "big") + m for m in (other, answer))
+def _framed(message: DNS) -> bytes:
+    data = bytes(message)
+    return len(data).to_bytes(2, "big") + data
 
 
 def _dns_over_tcp_then_upload(resolver: str, *, hole: bool = False) -> list:
-    """A DNS answer over TCP, cut so that a length prefix and a message span segments, then an
-    upload to the address it named. `hole`: one answer segment is missing from the capture."""
-    from scapy.layers.inet import TCP
-
-    from tests.test_classification_e2e import split
-    stream = _tcp_answer_messages("files.partner.example", BY_NAME)
-    query = bytes(DNS(id=3, qd=DNSQR(qname="files.partner.example")))
-    pieces = split(stream, 17)
-    packets = tcp_conversation(INSIDE, resolver, 53001, [len(query).to_bytes(2, "big") + query], pieces,
-                               t0=T0 - 5, port=53)
-    if hole:
-        packets = [p for p in packets if not (p.haslayer(TCP) and bytes(p[TCP].payload) == pieces[1])]
+    """Two DNS answers over TCP (RFC 7766 framing), the second naming the upload's address and cut
+    so that its length prefix and body span segments; then the upload. `hole`: the segment with
+    the first answer is missing, so what follows would still parse if the hole were ignored."""
+    other = _framed(DNS(id=2, qr=1, qd=DNSQR(qname="other.example"),
+                        an=DNSRR(rrname="other.example", type="A", rdata="192.0.2.1", ttl=300)))
+    answer = _framed(DNS(id=3, qr=1, qd=DNSQR(qname="files.partner.example"),
+                         an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
+    pieces = ([] if hole else [other]) + [answer[i:i + 17] for i in range(0, len(answer), 17)]
+    query = _framed(DNS(id=3, qd=DNSQR(qname="files.partner.example")))
+    packets = tcp_conversation(INSIDE, resolver, 53001, [query], pieces, t0=T0 - 5, port=53)
+    if hole:        # the answers' sequence numbers start after the missing first one
+        from scapy.layers.inet import TCP
+        for packet in packets:
+            if packet[IP].src == resolver and packet[TCP].flags != "SA":
+                packet[TCP].seq += len(other)
     return packets + _upload(BY_NAME, 41003, random.Random(7), T0)
 
 
 def test_dns_answers_over_tcp_name_a_destination(tmp_path: Path):
-    """From an inside resolver (the flow is only read for its answers) and from an outside one
-    (the flow is inspected as an egress flow and its answers are read too)."""
     register = tmp_path / "register.yaml"
     register.write_text(REGISTER)
-    for resolver in (RESOLVER, "5.9.40.53"):
-        events, _ = replay(tmp_path, _dns_over_tcp_then_upload(resolver), "--register", str(register))
-        alert = _by_dest(events, "alert")[BY_NAME]
-        assert alert["transfer"]["entry"] == "partner-by-name" and alert["transfer"]["status"] == "denied", resolver
+    events, _ = replay(tmp_path, _dns_over_tcp_then_upload(RESOLVER), "--register", str(register))
+    alert = _by_dest(events, "alert")[BY_NAME]
+    assert alert["transfer"]["entry"] == "partner-by-name" and alert["transfer"]["status"] == "denied"
     # A hole in the answers: the framing after it is unknown, so nothing is taken from them.
     events, _ = replay(tmp_path, _dns_over_tcp_then_upload(RESOLVER, hole=True), "--register", str(register))
     assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"
+
+
+def test_answers_of_an_outside_dns_server_name_nothing(tmp_path: Path):
+    """Anyone can run a server on port 53 outside and have it answer a partner's name with their
+    own address: only inside resolvers name destinations, over UDP as over TCP."""
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    outside = "5.9.40.53"
+    events, _ = replay(tmp_path, _dns_over_tcp_then_upload(outside), "--register", str(register))
+    assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"
+    udp = [p for p in _capture() if not p.haslayer(DNS)]
+    answer = (Ether() / IP(src=outside, dst=INSIDE) / UDP(sport=53, dport=53000)
+              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
+                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
+    answer.time = T0 - 1
+    events, _ = replay(tmp_path, [answer] + udp, "--register", str(register))
+    assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"
+
+
+def test_every_replay_worker_reads_every_dns_answer(tmp_path: Path):
+    """The answer and the upload are different address pairs, so usually different workers: the
+    name must reach the upload's worker all the same (output identical to one worker)."""
+    register = tmp_path / "register.yaml"
+    register.write_text(REGISTER)
+    outputs = {}
+    for workers in ("1", "2", "3"):
+        events, _ = replay(tmp_path, _capture(), "--register", str(register), "--workers", workers)
+        assert _by_dest(events, "alert")[BY_NAME]["transfer"]["entry"] == "partner-by-name", workers
+        outputs[workers] = sorted(json.dumps(e, sort_keys=True) for e in events)
+    assert outputs["1"] == outputs["2"] == outputs["3"]
+
+
+def test_tcp_dns_flows_are_reassembled_only_while_their_answers_are_read(tmp_path: Path):
+    """No register reading names: an inside TCP/53 flow is only counted (no reassembly, the fast
+    path). With one: reassembled, and bypassed as soon as its answers are no longer read (here
+    the register stops matching names on reload); every byte held is back in the memcap."""
+    from agent.config import load
+    from agent.pipeline import Pipeline
+    from agent.stats import Stats
+
+    by_name = tmp_path / "register.yaml"
+    by_name.write_text(REGISTER)
+    seen = {}
+    for label, options, hole in (("none", {}, False), ("hosts", {"register": str(by_name)}, False),
+                                 ("hosts, hole", {"register": str(by_name)}, True),
+                                 ("hosts, then none", {"register": str(by_name)}, False)):
+        by_name.write_text(REGISTER)
+        frames = [(int(p.time * 1e6), 1, memoryview(bytes(p))) for p in _dns_over_tcp_then_upload(RESOLVER, hole=hole)]
+        pipeline = Pipeline(load(None, {}, options), [], Stats())
+        pipeline.run_frames(frames[:4])           # handshake and query
+        dns_flow = next(f for q in pipeline.flows.queues.values() for f in q if f.sport == 53)
+        before = dns_flow.streams is not None
+        if label == "hosts, then none":
+            by_name.write_text(REGISTER.split("  - name: partner-by-name")[0])
+            pipeline.reload()
+        pipeline.run_frames(frames[4:6])          # the first answer segments
+        during = dns_flow.streams is not None
+        pipeline.run_frames(frames[6:])
+        pipeline.finish()
+        seen[label] = (before, during, pipeline.flows.budget.used, pipeline.stats.anomalies["dns.tcp_framing_lost"])
+    assert seen == {"none": (False, False, 0, 0), "hosts": (True, True, 0, 0), "hosts, hole": (True, True, 0, 1),
+                    "hosts, then none": (True, False, 0, 0)}

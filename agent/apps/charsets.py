@@ -73,6 +73,8 @@ def utf16_codec(sample: bytes) -> str | None:
     if n < _MIN_SAMPLE:
         return None
     units = n // 2
+    if not isinstance(sample, (bytes, bytearray)):
+        sample = bytes(sample)           # a memoryview has no translate()
     # Every datagram is sniffed, so the counts are taken over all units at once: each half
     # (even bytes, odd bytes) becomes one big integer with a 0/1 byte per unit, and the units
     # of a kind are the set bits of an AND of two such integers.

@@ -1,15 +1,18 @@
-"""DNS over TCP (RFC 7766): the server's answers, taken out of the reassembled stream for passive DNS.
+"""DNS over TCP (RFC 7766): an inside resolver's answers, taken out of the reassembled stream
+for passive DNS.
 
 UDP answers are read packet by packet (agent.pipeline); an answer too large for UDP (many
 records, DNSSEC, a resolver that prefers TCP) arrives on TCP port 53 as length-framed
 messages that can span segments, so it needs the reassembled server direction.
-`DnsTcpAnswers` is the consumer of such a flow when nothing else inspects it (an inside
-resolver), or the tap of the flow's AppSession when it crosses the boundary (an outside one).
+`DnsTcpAnswers` is the consumer of a TCP/53 flow to an inside resolver while a register reads
+host names. Answers of outside servers are never read: whoever runs one could name any
+address after a partner (agent.pipeline `_session_for`).
 
 Bounds: one incomplete message is held per flow (a frame is at most 65,535 bytes), and the
-bytes held count against the reassembly memcap shared by all streams; a message that would
-exceed it is skipped (`limit.dns_tcp_memcap`) and the flow stops feeding passive DNS. After
-a gap the framing is lost, so the flow stops feeding it too (`dns.tcp_framing_lost`).
+bytes held count against the reassembly memcap shared by all streams; when a flow holds bytes
+while the memcap is exceeded, they are dropped (`limit.dns_tcp_memcap`) and the flow stops
+feeding passive DNS. After a gap the framing is lost, so the flow stops too
+(`dns.tcp_framing_lost`). A stopped flow is `done` and is no longer reassembled.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from geo.passive_dns import PassiveDns
 
 class DnsTcpAnswers:
     """StreamConsumer: the server direction's DNS messages -> `wanted()`'s PassiveDns, at the
-    time `clock()` gives (the flow's last packet time when the bytes are delivered)."""
+    time `clock()` gives (the flow table's clock: the time of the packet delivering them)."""
 
     __slots__ = ("wanted", "clock", "budget", "anomalies", "_held", "_lost")
 
@@ -56,8 +59,12 @@ class DnsTcpAnswers:
         if consumed:
             del held[:consumed]
             budget.used -= consumed
-        if budget.used > budget.memcap:
+        if held and budget.used > budget.memcap:
             self._stop("limit.dns_tcp_memcap")
+
+    @property
+    def done(self) -> bool:
+        return self._lost
 
     def gap(self, direction: int, nbytes: int) -> None:
         if direction == TOCLIENT and not self._lost:

@@ -36,7 +36,7 @@ from agent.apps.detect import detect_tcp, detect_udp
 from agent.apps.ftp import FtpDataInfo, FtpExpectation, FtpParser
 from agent.apps.http import Chunk, HttpParser
 from agent.apps.tls import MAX_CLIENT_HELLO, client_hello_sni
-from agent.reassembly import TOCLIENT, TOSERVER, StreamConsumer
+from agent.reassembly import TOCLIENT, TOSERVER
 from classifiers.engine import ScanStream
 from classifiers.normalize import ascii_digits_utf8
 
@@ -79,7 +79,7 @@ class AppSession:
 
     __slots__ = ("anomalies", "inspect", "scanner", "strict", "broken", "app_proto", "sni", "gaps", "seen",
                  "_head", "_hello", "_detecting", "_sni_pending", "_parser", "_raw", "_last_part", "_finished",
-                 "_text", "ftp_data", "_ftp_expect", "tap")
+                 "_text", "ftp_data", "_ftp_expect")
 
     def __init__(self, anomalies: Counter[str], inspect: int, scanner: ScanStream | None, *,
                  strict: bool = False, ftp_data: FtpDataInfo | None = None,
@@ -104,7 +104,6 @@ class AppSession:
         self._text: Utf16Text | None = None     # the text being scanned, if its encoding is sniffed
         self.ftp_data = ftp_data                 # this flow is an FTP data channel (claimed)
         self._ftp_expect = ftp_expect            # where an FTP control parser reports channels
-        self.tap: StreamConsumer | None = None   # also gets every byte (DNS over TCP answers)
         if ftp_data is not None:
             self.app_proto = "ftp-data"
             self._detecting = False
@@ -117,8 +116,6 @@ class AppSession:
     @_contained
     def data(self, direction: int, data: memoryview | bytes) -> None:
         self.seen[direction] += len(data)
-        if self.tap is not None:
-            self.tap.data(direction, data)
         if self._sni_pending and direction == TOSERVER:
             self._feed_hello(data)
         if not self._detecting:
@@ -138,8 +135,6 @@ class AppSession:
     @_contained
     def gap(self, direction: int, nbytes: int) -> None:
         self.gaps += 1
-        if self.tap is not None:
-            self.tap.gap(direction, nbytes)
         if self._detecting and self._head[direction]:
             # Bytes after a hole are not the continuation of what we were matching on.
             self._start(None)
@@ -155,9 +150,7 @@ class AppSession:
             self._text = Utf16Text()
 
     def end(self, direction: int) -> None:
-        """Per-direction end: only the tap's business; `finish()` runs once when the flow ends."""
-        if self.tap is not None:
-            self.tap.end(direction)
+        """Per-direction end: nothing to do; `finish()` runs once when the flow ends."""
 
     @_contained
     def datagram(self, direction: int, payload: memoryview | bytes, sport: int, dport: int) -> None:

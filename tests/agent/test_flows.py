@@ -113,3 +113,28 @@ def test_flow_id_is_stable_for_the_same_flow():
     one, _ = _table().packet(_udp(A, 1000, B, 53, ts=5))
     two, _ = _table().packet(_udp(B, 53, A, 1000, ts=5))
     assert one.flow_id == two.flow_id and 0 < one.flow_id < 2**53
+
+
+def test_bypass_gives_queued_bytes_back_and_ends_the_consumer():
+    """A flow bypassed with a segment still waiting for a hole (a TLS flow once its handshake is
+    seen): the out-of-order bytes go back to the memcap, and the consumer hears that both
+    directions ended (a consumer holding bytes of its own gives them back then)."""
+    ended = []
+
+    class Recorder:
+        def data(self, direction, data): pass
+        def gap(self, direction, nbytes): pass
+        def end(self, direction): ended.append(direction)
+
+    table = FlowTable(FlowLimits(), Counter(), lambda flow: Recorder())
+    flow, _ = table.packet(_tcp(A, 50000, B, 443, TCP_SYN, seq=100))
+    table.packet(_tcp(B, 443, A, 50000, TCP_SYN | TCP_ACK, ts=1, seq=900))
+    table.packet(_tcp(A, 50000, B, 443, TCP_ACK, ts=2, seq=101, payload=b"hello"))
+    table.packet(_tcp(A, 50000, B, 443, TCP_ACK, ts=3, seq=200, payload=b"x" * 1000))    # after a hole
+    assert table.budget.used == 1000
+    table.bypass(flow)
+    assert table.budget.used == 0 and flow.streams is None and sorted(ended) == [TOSERVER, TOCLIENT]
+    table.bypass(flow)
+    table.packet(_tcp(A, 50000, B, 443, TCP_ACK | TCP_FIN, ts=4, seq=1200))
+    list(table.drain())
+    assert table.budget.used == 0 and sorted(ended) == [TOSERVER, TOCLIENT]
