@@ -175,6 +175,11 @@ class AppSession:
             self._start(None)
         if self._parser is not None:
             self._scan_chunks(self._parser.close())
+            if isinstance(self._parser, FtpParser):
+                self._parser.on_expect = None
+        # A closure over the flow (FTP channels it announces): dropped, so the flow and this
+        # session are not a reference cycle left for the garbage collector.
+        self._ftp_expect = None
         if self.scanner is not None:
             self._end_text()
             self.scanner.close()
