@@ -26,13 +26,17 @@ def _upload(server: str, cport: int, rng: random.Random, t0: float) -> list:
     return tcp_conversation(INSIDE, server, cport, [post(body, "text/plain")], [b"HTTP/1.1 200 OK\r\n\r\n"], t0=t0)
 
 
+def _udp_answer(name: str, address: str, *, resolver: str = RESOLVER, client_port: int = 53000):
+    """A DNS answer over UDP from `resolver` to the inside client, sent one second before T0."""
+    answer = (Ether() / IP(src=resolver, dst=INSIDE) / UDP(sport=53, dport=client_port)
+              / DNS(id=1, qr=1, qd=DNSQR(qname=name), an=DNSRR(rrname=name, type="A", rdata=address, ttl=300)))
+    answer.time = T0 - 1
+    return answer
+
+
 def _capture() -> list:
     rng = random.Random(7)
-    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53000)
-              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
-                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
-    answer.time = T0 - 1
-    packets = [answer]
+    packets = [_udp_answer("files.partner.example", BY_NAME)]
     for n, server in enumerate((COVERED, EXPIRED, DENIED, BY_NAME)):
         packets += _upload(server, 41000 + n, rng, T0 + n)
     return packets
@@ -219,9 +223,7 @@ def test_dns_answers_reach_a_register_that_starts_matching_names_on_reload(tmp_p
     pipeline = Pipeline(load(None, {}, {"register": str(register)}), [], Stats())
     query = (Ether() / IP(src=INSIDE, dst=RESOLVER) / UDP(sport=53000, dport=53)
              / DNS(id=1, qd=DNSQR(qname="files.partner.example")))
-    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53000)
-              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
-                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
+    answer = _udp_answer("files.partner.example", BY_NAME)
     t0 = int(T0 * 1e6)
     # Query and answer before the reload (not needed then), the same again after it: by then
     # the flow is established, and only a flow marked for passive DNS leaves the fast path.
@@ -245,10 +247,7 @@ def test_a_claimed_name_never_covers_a_transfer_but_a_dns_answer_does(tmp_path: 
     events, _ = replay(tmp_path, upload, "--register", str(register))
     assert _by_dest(events, "flow")[server]["transfer"]["status"] == "none"
     assert server in _by_dest(events, "alert")                      # claimed, not covered: alerted
-    answer = (Ether() / IP(src=RESOLVER, dst=INSIDE) / UDP(sport=53, dport=53001)
-              / DNS(id=2, qr=1, qd=DNSQR(qname="upload.trusted.example"),
-                    an=DNSRR(rrname="upload.trusted.example", type="A", rdata=server, ttl=300)))
-    answer.time = T0 - 1
+    answer = _udp_answer("upload.trusted.example", server, client_port=53001)
     events, _ = replay(tmp_path, [answer] + upload, "--register", str(register))
     assert _by_dest(events, "flow")[server]["transfer"]["entry"] == "trusted-by-name"
     assert _by_dest(events, "flow")[server]["transfer"]["status"] == "covered"
@@ -319,10 +318,7 @@ def test_answers_of_an_outside_dns_server_name_nothing(tmp_path: Path):
     events, _ = replay(tmp_path, _dns_over_tcp_then_upload(outside), "--register", str(register))
     assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"
     udp = [p for p in _capture() if not p.haslayer(DNS)]
-    answer = (Ether() / IP(src=outside, dst=INSIDE) / UDP(sport=53, dport=53000)
-              / DNS(id=1, qr=1, qd=DNSQR(qname="files.partner.example"),
-                    an=DNSRR(rrname="files.partner.example", type="A", rdata=BY_NAME, ttl=300)))
-    answer.time = T0 - 1
+    answer = _udp_answer("files.partner.example", BY_NAME, resolver=outside)
     events, _ = replay(tmp_path, [answer] + udp, "--register", str(register))
     assert _by_dest(events, "alert")[BY_NAME]["transfer"]["status"] == "none"
 
