@@ -280,16 +280,15 @@ class Pipeline:
                 flow, direction = packet(pkt, source)
                 findings = flow.user
                 if findings is not None:
-                    session = flow.consumer
                     if pkt.proto == PROTO_UDP:
-                        session.datagram(direction, pkt.payload, pkt.sport, pkt.dport)  # type: ignore[union-attr]
-                    elif flow.streams is not None and session.done:                    # type: ignore[union-attr]
-                        bypass(flow)
+                        flow.consumer.datagram(direction, pkt.payload, pkt.sport, pkt.dport)  # type: ignore[union-attr]
                     if findings.changed:
                         self.emit_key = (self.frame_no, 0, 0, 0)
                         self._maybe_alert(flow, findings)   # type: ignore[arg-type]
-                elif flow.streams is not None and flow.consumer.done:   # type: ignore[union-attr]
-                    bypass(flow)                  # DNS over TCP whose answers are no longer read
+                # A reassembled flow whose consumer needs no more bytes: ciphertext after the
+                # handshake (AppSession), DNS over TCP whose answers are no longer read.
+                if flow.streams is not None and flow.consumer.done:     # type: ignore[union-attr]
+                    bypass(flow)
                 if table.ended:
                     self._finish_ended(table.expired(), self.frame_no)
             except Exception as exc:      # a bug met by odd traffic must not end the run

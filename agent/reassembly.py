@@ -131,10 +131,7 @@ class TcpStream:
         if self.ended:
             return
         self.flush()
-        self._release_queue()
-        self.ended = True
-        self.stopped = True
-        self.consumer.end(self.direction)
+        self.abandon()
 
     def abandon(self) -> None:
         """The flow is no longer reassembled (bypassed): drop what is queued, end this direction."""
